@@ -1,0 +1,7 @@
+"""Adapters at the edge: the SQLite store, the argon2 hasher and the server key file."""
+
+from .argon2_hasher import Argon2Hasher
+from .server_key import ServerKeyError, load_or_create_key
+from .sqlite_store import SqliteStore
+
+__all__ = ["Argon2Hasher", "ServerKeyError", "SqliteStore", "load_or_create_key"]

@@ -1,0 +1,296 @@
+"""The embedded store: entries in one SQLite file, through sqlite-utils.
+
+WAL journal with `synchronous=FULL`, so a write is on disk when its call returns; one
+connection per thread (the event loop reads, the writer thread writes); the schema carries a
+version in `PRAGMA user_version` and is brought forward by the migrations below.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from authz_service.core.errors import Aborted, AlreadyExists, NotFound, Unavailable
+from authz_service.core.model import Action, Entry, Restriction, from_micros, to_micros
+from authz_service.core.ports import Cursor
+
+_COLUMNS = (
+    "id, subject, description, restrictions, unrestricted, verifier, lookup_tag, create_time,"
+    " update_time, revision, expire_time, revoke_time, revoke_reason, last_used_time"
+)
+
+
+def _migrate_to_1(db: sqlite_utils.Database) -> None:
+    db.table("entries").create(
+        {
+            "id": str,
+            "subject": str,
+            "description": str,
+            "restrictions": str,
+            "unrestricted": int,
+            "verifier": str,
+            "lookup_tag": int,
+            "create_time": int,
+            "update_time": int,
+            "revision": int,
+            "expire_time": int,
+            "revoke_time": int,
+            "revoke_reason": str,
+            "last_used_time": int,
+        },
+        pk="id",
+        not_null={
+            "subject",
+            "description",
+            "restrictions",
+            "unrestricted",
+            "verifier",
+            "lookup_tag",
+            "create_time",
+            "update_time",
+            "revision",
+            "revoke_reason",
+        },
+        defaults={"description": "", "revoke_reason": ""},
+    )
+    db.table("entries").create_index(["lookup_tag"], index_name="entries_by_tag")
+    db.table("entries").create_index(["create_time", "id"], index_name="entries_by_creation")
+    # Subjects are unique among unrevoked entries; revoked ones stay for audit.
+    db.execute(
+        "CREATE UNIQUE INDEX entries_unrevoked_subject ON entries(subject)"
+        " WHERE revoke_time IS NULL"
+    )
+
+
+# MIGRATIONS[n] brings a database at schema version n to version n + 1.
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migrate_to_1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SqliteStore:
+    """`EntryStore` on a SQLite file. Opening it creates or migrates the schema."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = self._db()
+        db.execute("PRAGMA journal_mode=WAL")
+        with self._transaction() as tx:
+            version = tx.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise Unavailable(
+                    f"database schema version {version} is newer than this server knows"
+                    f" ({SCHEMA_VERSION}); upgrade the server"
+                )
+            for migrate in MIGRATIONS[version:]:
+                migrate(tx)
+            tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def add(self, entry: Entry) -> None:
+        """Insert a new entry."""
+        try:
+            with self._transaction() as tx:
+                tx.table("entries").insert(_row(entry))
+        except sqlite3.IntegrityError:
+            raise AlreadyExists("subject: an unrevoked entry already has this subject") from None
+
+    def get(self, entry_id: str) -> Entry:
+        """The entry with this id."""
+        row = self._one("WHERE id = ?", (entry_id,))
+        if row is None:
+            raise NotFound(entry_id)
+        return row
+
+    def find_subject(self, subject: str) -> Entry | None:
+        """The unrevoked entry with this subject."""
+        return self._one("WHERE subject = ? AND revoke_time IS NULL", (subject,))
+
+    def find_tag(self, tag: int) -> list[Entry]:
+        """Every entry whose token has this lookup tag."""
+        return self._many("WHERE lookup_tag = ?", (tag,))
+
+    def replace(self, entry: Entry) -> None:
+        """Write `entry` over its previous revision (compare-and-set on `revision`)."""
+        row = _row(entry)
+        entry_id = row.pop("id")
+        assignments = ", ".join(f"{column} = ?" for column in row)
+        with self._transaction() as tx:
+            cursor = tx.execute(
+                f"UPDATE entries SET {assignments} WHERE id = ? AND revision = ?",  # noqa: S608 (column names are ours)
+                [*row.values(), entry_id, entry.revision - 1],
+            )
+            if cursor.rowcount == 1:
+                return
+            exists = tx.execute("SELECT 1 FROM entries WHERE id = ?", [entry_id]).fetchone()
+        if exists is None:
+            raise NotFound(entry_id)
+        raise Aborted("etag: the entry changed since it was read; read it again")
+
+    def replace_verifier(self, entry_id: str, old: str, new: str) -> None:
+        """Swap a verifier for a stronger one, unless the token was rotated meanwhile."""
+        with self._transaction() as tx:
+            tx.execute(
+                "UPDATE entries SET verifier = ? WHERE id = ? AND verifier = ?",
+                [new, entry_id, old],
+            )
+
+    def list_entries(self, after: Cursor | None, limit: int, include_revoked: bool) -> list[Entry]:
+        """Entries in creation order after `after`."""
+        where, params = [], []
+        if after is not None:
+            where.append("(create_time, id) > (?, ?)")
+            params += [to_micros(after[0]), after[1]]
+        if not include_revoked:
+            where.append("revoke_time IS NULL")
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        return self._many(f"{clause} ORDER BY create_time, id LIMIT ?", (*params, limit))
+
+    def record_use(self, last_used: Mapping[str, datetime]) -> None:
+        """Move `last_used_time` forward for the given entries."""
+        with self._transaction() as tx:
+            tx.conn.executemany(
+                "UPDATE entries SET last_used_time = max(coalesce(last_used_time, 0), ?)"
+                " WHERE id = ?",
+                [(to_micros(when), entry_id) for entry_id, when in last_used.items()],
+            )
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def _db(self) -> sqlite_utils.Database:
+        db: sqlite_utils.Database | None = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA busy_timeout = 5000")
+            except sqlite3.Error as exc:
+                raise Unavailable(f"cannot open database {self.path}: {exc}") from None
+            with self._connections_lock:
+                self._connections.append(conn)
+            db = sqlite_utils.Database(conn)
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite_utils.Database]:
+        db = self._db()
+        with self._write_lock:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise Unavailable(f"database is busy: {exc}") from None
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException as exc:
+                db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise Unavailable(f"database write failed: {exc}") from None
+                raise
+
+    def _one(self, clause: str, params: tuple[Any, ...]) -> Entry | None:
+        found = self._many(clause, params)
+        return found[0] if found else None
+
+    def _many(self, clause: str, params: tuple[Any, ...]) -> list[Entry]:
+        try:
+            rows = self._db().execute(f"SELECT {_COLUMNS} FROM entries {clause}", params)  # noqa: S608 (clauses are ours)
+            return [_entry(row) for row in rows.fetchall()]
+        except sqlite3.OperationalError as exc:
+            raise Unavailable(f"database read failed: {exc}") from None
+
+
+def _row(entry: Entry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "subject": entry.subject,
+        "description": entry.description,
+        "restrictions": json.dumps(
+            [
+                {
+                    "plugin": r.plugin,
+                    "permissions": list(r.permissions),
+                    "actions": [a.name.lower() for a in r.actions],
+                }
+                for r in entry.restrictions
+            ]
+        ),
+        "unrestricted": int(entry.unrestricted),
+        "verifier": entry.verifier,
+        "lookup_tag": entry.lookup_tag,
+        "create_time": to_micros(entry.create_time),
+        "update_time": to_micros(entry.update_time),
+        "revision": entry.revision,
+        "expire_time": _micros(entry.expire_time),
+        "revoke_time": _micros(entry.revoke_time),
+        "revoke_reason": entry.revoke_reason,
+        "last_used_time": _micros(entry.last_used_time),
+    }
+
+
+def _entry(row: tuple[Any, ...]) -> Entry:
+    (
+        entry_id,
+        subject,
+        description,
+        restrictions,
+        unrestricted,
+        verifier,
+        tag,
+        created,
+        updated,
+        revision,
+        expires,
+        revoked,
+        revoke_reason,
+        last_used,
+    ) = row
+    return Entry(
+        id=entry_id,
+        subject=subject,
+        description=description,
+        restrictions=tuple(
+            Restriction(
+                r["plugin"],
+                tuple(r["permissions"]),
+                tuple(Action[a.upper()] for a in r["actions"]),
+            )
+            for r in json.loads(restrictions)
+        ),
+        unrestricted=bool(unrestricted),
+        verifier=verifier,
+        lookup_tag=tag,
+        create_time=from_micros(created),
+        update_time=from_micros(updated),
+        revision=revision,
+        expire_time=_datetime(expires),
+        revoke_time=_datetime(revoked),
+        revoke_reason=revoke_reason,
+        last_used_time=_datetime(last_used),
+    )
+
+
+def _micros(when: datetime | None) -> int | None:
+    return None if when is None else to_micros(when)
+
+
+def _datetime(micros: int | None) -> datetime | None:
+    return None if micros is None else from_micros(micros)

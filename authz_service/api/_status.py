@@ -1,0 +1,92 @@
+"""The one place where the service's errors become gRPC statuses.
+
+INVALID_ARGUMENT carries google.rpc.BadRequest field violations (via grpcio-status), so clients
+can point at the bad field. Unexpected errors become INTERNAL with a fixed message; the log
+line names the exception type and where it happened, never its message (it might quote input).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from authz_service.core.errors import (
+    Aborted,
+    AlreadyExists,
+    AuthzError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+
+log = logging.getLogger("authz_service.api")
+
+_CODES: dict[type[AuthzError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Aborted: grpc.StatusCode.ABORTED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+Response = TypeVar("Response")
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]
+
+
+def status_of(error: AuthzError) -> grpc.Status:
+    """The gRPC status (with BadRequest details where it fits) for one of our errors."""
+    code = _CODES.get(type(error), grpc.StatusCode.INTERNAL)
+    status = status_pb2.Status(code=code.value[0], message=str(error) or code.name.lower())
+    if isinstance(error, InvalidArgument):
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in error.violations
+                ]
+            )
+        )
+        status.details.append(detail)
+    return rpc_status.to_status(status)
+
+
+def translate_errors(handler: Handler[Response]) -> Handler[Response]:
+    """Wrap a servicer method so our errors end the call with their mapped status."""
+
+    @functools.wraps(handler)
+    async def wrapper(
+        self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Response:
+        try:
+            return await handler(self, request, context)
+        except AuthzError as error:
+            status = status_of(error)
+        except Exception as error:  # noqa: BLE001 (the last line of defence: never leak a message)
+            frames = "".join(traceback.format_tb(error.__traceback__))
+            log.error(  # noqa: TRY400 (no exception message: it may quote input)
+                "unexpected %s in %s\n%s", type(error).__name__, handler.__name__, frames
+            )
+            status = rpc_status.to_status(
+                status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+            )
+        await context.abort(status.code, status.details, status.trailing_metadata)
+        raise AssertionError("context.abort always raises")  # pragma: no cover
+
+    return wrapper

@@ -1,0 +1,83 @@
+"""Translation between `authz.v1` messages and the plain values the use cases take."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import grpc
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+
+from authz.v1 import authz_pb2
+from authz_service.core.errors import invalid
+from authz_service.core.model import Entry, Restriction, from_micros, to_micros
+from authz_service.core.rules import RestrictionInput
+
+# The range google.protobuf.Timestamp allows: 0001-01-01 to 9999-12-31.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
+
+def authorization_of(context: grpc.aio.ServicerContext[object, object]) -> str:
+    """The caller's `authorization` metadata value, or ""."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            return value
+    return ""
+
+
+def restriction_inputs(
+    restrictions: Iterable[authz_pb2.AccessRestriction],
+) -> list[RestrictionInput]:
+    """Restrictions as the request spells them, for the core to validate."""
+    return [RestrictionInput(r.plugin, list(r.permissions), list(r.actions)) for r in restrictions]
+
+
+def optional_time(message: Message, field: str, path: str) -> datetime | None:
+    """The datetime in `message.field`, None when unset; INVALID_ARGUMENT if out of range."""
+    if not message.HasField(field):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(message, field)
+    if not (_MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS and 0 <= stamp.nanos < 1_000_000_000):
+        raise invalid(path, "is not a valid timestamp")
+    return from_micros(stamp.seconds * 1_000_000 + stamp.nanos // 1000)
+
+
+def entry_message(entry: Entry, now: datetime) -> authz_pb2.Entry:
+    """The public view of an entry: everything but its verifier and lookup tag."""
+    message = authz_pb2.Entry(
+        id=entry.id,
+        subject=entry.subject,
+        description=entry.description,
+        access_restrictions=restriction_messages(entry.restrictions),
+        unrestricted=entry.unrestricted,
+        state=entry.state(now).name,
+        etag=entry.etag,
+        revoke_reason=entry.revoke_reason,
+    )
+    _set_time(message.create_time, entry.create_time)
+    _set_time(message.update_time, entry.update_time)
+    if entry.revoke_time is not None:
+        _set_time(message.revoke_time, entry.revoke_time)
+    if entry.expire_time is not None:
+        _set_time(message.expire_time, entry.expire_time)
+    if entry.last_used_time is not None:
+        _set_time(message.last_used_time, entry.last_used_time)
+    return message
+
+
+def restriction_messages(restrictions: Sequence[Restriction]) -> list[authz_pb2.AccessRestriction]:
+    """Restrictions as `authz.v1.AccessRestriction` messages."""
+    return [
+        authz_pb2.AccessRestriction(
+            plugin=r.plugin, permissions=list(r.permissions), actions=[a.name for a in r.actions]
+        )
+        for r in restrictions
+    ]
+
+
+def _set_time(stamp: timestamp_pb2.Timestamp, when: datetime) -> None:
+    seconds, micros = divmod(to_micros(when), 1_000_000)
+    stamp.seconds = seconds
+    stamp.nanos = micros * 1000

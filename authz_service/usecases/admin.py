@@ -1,0 +1,408 @@
+"""The admin use cases: create, update (and rotate), revoke, get and list entries.
+
+Every call first authenticates its caller with the same Check path backend services use, asking
+the reserved plugin `authz` for the call's permission. Writes run on a single writer thread so
+an fsync never stalls the event loop, and each one refreshes the Check cache before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from authz_service.core.decision import UNAUTHENTICATED
+from authz_service.core.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    invalid,
+)
+from authz_service.core.model import (
+    ADMIN_PLUGIN,
+    BOOTSTRAP_SUBJECT,
+    FULL_ADMIN_RESTRICTION,
+    Action,
+    AdminPermission,
+    Entry,
+    from_micros,
+    to_micros,
+)
+from authz_service.core.ports import Cursor, EntryStore, Hasher
+from authz_service.core.rules import (
+    DESCRIPTION_MAX_CHARS,
+    REVOKE_REASON_MAX_CHARS,
+    RestrictionInput,
+    Violations,
+    parse_scope,
+    subject_problem,
+    text_problem,
+    token_problem,
+)
+from authz_service.core.tokens import lookup_tag, token_digest
+
+from .check import Checker
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+UPDATABLE_PATHS = ("description", "access_restrictions", "unrestricted", "expire_time")
+_ACTION_OF = {
+    AdminPermission.READ: Action.READ,
+    AdminPermission.CREATE: Action.CREATE,
+    AdminPermission.UPDATE: Action.UPDATE,
+    AdminPermission.REVOKE: Action.DELETE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """CreateEntry's input, as plain values."""
+
+    subject: str
+    token: str
+    description: str = ""
+    restrictions: Sequence[RestrictionInput] = ()
+    unrestricted: bool = False
+    expire_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EntryChange:
+    """UpdateEntry's input: which fields to change (`paths`), their new values, the etag."""
+
+    entry_id: str
+    etag: str
+    paths: Sequence[str] = ()
+    description: str = ""
+    restrictions: Sequence[RestrictionInput] = ()
+    unrestricted: bool = False
+    expire_time: datetime | None = None
+    new_token: str = ""
+
+
+class Admin:
+    """The admin use cases, over a store, a hasher and the Check cache they keep fresh."""
+
+    def __init__(
+        self,
+        store: EntryStore,
+        hasher: Hasher,
+        checker: Checker,
+        *,
+        key: bytes,
+        hash_pool: Executor,
+        write_pool: Executor,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._hasher = hasher
+        self._checker = checker
+        self._key = key
+        self._page_key = hmac.new(key, b"authz page token", hashlib.sha256).digest()
+        self._hash_pool = hash_pool
+        self._write_pool = write_pool
+        self._clock = clock
+        # Serializes "is this token free? then take it" across creates and rotations.
+        self._token_lock = asyncio.Lock()
+
+    async def authorize(self, authorization: str, permission: AdminPermission) -> str:
+        """The subject of the admin presenting `authorization`, if it holds `permission`."""
+        if not authorization:
+            raise Unauthenticated("admin calls need 'authorization: Bearer <token>' metadata")
+        decision = await self._checker.check(
+            "", authorization, ADMIN_PLUGIN, permission.value, _ACTION_OF[permission]
+        )
+        if decision.allowed:
+            return decision.subject
+        if decision.code == UNAUTHENTICATED:
+            raise Unauthenticated(f"admin token rejected: {decision.reason}")
+        raise PermissionDenied(f"this admin token does not grant {permission.value}")
+
+    async def create(self, authorization: str, new: NewEntry) -> Entry:
+        """Create an entry for a new token; the token itself is kept only as a verifier."""
+        await self.authorize(authorization, AdminPermission.CREATE)
+        now = self._clock()
+        found = Violations()
+        found.check("subject", subject_problem(new.subject))
+        found.check("token", token_problem(new.token))
+        found.check("description", text_problem(new.description, DESCRIPTION_MAX_CHARS))
+        restrictions = parse_scope(new.restrictions, new.unrestricted, found)
+        found.check("expire_time", _future_problem(new.expire_time, now))
+        found.raise_if_any()
+        if self._store.find_subject(new.subject) is not None:
+            raise AlreadyExists("subject: an unrevoked entry already has this subject")
+        async with self._token_lock:
+            verifier, tag = await self._claim(new.token, "token")
+            entry = Entry(
+                id=str(uuid.uuid4()),
+                subject=new.subject,
+                description=new.description,
+                restrictions=restrictions,
+                unrestricted=new.unrestricted,
+                verifier=verifier,
+                lookup_tag=tag,
+                create_time=now,
+                update_time=now,
+                expire_time=new.expire_time,
+            )
+            await self._write(self._store.add, entry)
+        return entry
+
+    async def update(self, authorization: str, change: EntryChange) -> Entry:
+        """Change the fields named by `change.paths`, and rotate the token if one is given."""
+        await self.authorize(authorization, AdminPermission.UPDATE)
+        found = Violations()
+        found.check("entry.id", None if change.entry_id else "is required")
+        found.check("etag", None if change.etag else "is required (read the entry first)")
+        for i, path in enumerate(change.paths):
+            if path not in UPDATABLE_PATHS:
+                found.check(
+                    f"update_mask.paths[{i}]", "must be one of " + ", ".join(UPDATABLE_PATHS)
+                )
+        if not change.paths and not change.new_token:
+            found.check("update_mask", "must name a field to change, unless new_token is set")
+        if change.new_token:
+            found.check("new_token", token_problem(change.new_token))
+        found.raise_if_any()
+        current = self._get(change.entry_id)
+        if current.revoke_time is not None:
+            raise FailedPrecondition("a revoked entry cannot be updated")
+        if change.etag != current.etag:
+            raise Aborted("etag: the entry changed since it was read; read it again")
+        now = self._clock()
+        paths = set(change.paths)
+        unrestricted = change.unrestricted if "unrestricted" in paths else current.unrestricted
+        restrictions = current.restrictions
+        if "description" in paths:
+            found.check(
+                "entry.description", text_problem(change.description, DESCRIPTION_MAX_CHARS)
+            )
+        if paths & {"access_restrictions", "unrestricted"}:
+            raws = (
+                change.restrictions
+                if "access_restrictions" in paths
+                else [
+                    RestrictionInput(r.plugin, r.permissions, r.actions)
+                    for r in current.restrictions
+                ]
+            )
+            scope_found = Violations()
+            restrictions = parse_scope(raws, unrestricted, scope_found)
+            for violation in scope_found.found:
+                found.check(f"entry.{violation.field}", violation.description)
+        if "expire_time" in paths:
+            found.check("entry.expire_time", _future_problem(change.expire_time, now))
+        found.raise_if_any()
+        updated = replace(
+            current,
+            description=change.description if "description" in paths else current.description,
+            restrictions=restrictions,
+            unrestricted=unrestricted,
+            expire_time=change.expire_time if "expire_time" in paths else current.expire_time,
+            update_time=now,
+            revision=current.revision + 1,
+        )
+        if not change.new_token:
+            await self._write(self._store.replace, updated)
+            self._checker.refresh(updated)
+            return updated
+        async with self._token_lock:
+            verifier, tag = await self._claim(change.new_token, "new_token")
+            updated = replace(updated, verifier=verifier, lookup_tag=tag)
+            await self._write(self._store.replace, updated)
+            self._checker.forget(updated.id)
+        return updated
+
+    async def revoke(self, authorization: str, entry_id: str, reason: str) -> Entry:
+        """Revoke an entry at once; revoking a revoked entry changes nothing."""
+        await self.authorize(authorization, AdminPermission.REVOKE)
+        found = Violations()
+        found.check("id", None if entry_id else "is required")
+        found.check("reason", text_problem(reason, REVOKE_REASON_MAX_CHARS))
+        found.raise_if_any()
+        while True:
+            current = self._get(entry_id)
+            if current.revoke_time is not None:
+                return current
+            now = self._clock()
+            revoked = replace(
+                current,
+                revoke_time=now,
+                revoke_reason=reason,
+                update_time=now,
+                revision=current.revision + 1,
+            )
+            try:
+                await self._write(self._store.replace, revoked)
+            except Aborted:
+                continue  # another admin wrote meanwhile: revoke what is there now
+            self._checker.refresh(revoked)
+            return revoked
+
+    async def get(self, authorization: str, entry_id: str) -> Entry:
+        """One entry, with its latest use."""
+        await self.authorize(authorization, AdminPermission.READ)
+        if not entry_id:
+            raise invalid("id", "is required")
+        return self._with_usage(self._get(entry_id))
+
+    async def list(
+        self, authorization: str, page_size: int, page_token: str, include_revoked: bool
+    ) -> tuple[list[Entry], str]:
+        """A page of entries in creation order, and the token of the next page ("" at the end)."""
+        await self.authorize(authorization, AdminPermission.READ)
+        if page_size < 0:
+            raise invalid("page_size", "must not be negative")
+        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = self._read_page_token(page_token) if page_token else None
+        entries = self._store.list_entries(after, limit + 1, include_revoked)
+        next_token = ""
+        if len(entries) > limit:
+            entries = entries[:limit]
+            last = entries[-1]
+            next_token = self._page_token((last.create_time, last.id))
+        return [self._with_usage(e) for e in entries], next_token
+
+    async def ensure_bootstrap_admin(self, token: str) -> Entry:
+        """Make sure `bootstrap-admin` exists, is active and holds full `authz` rights for token."""
+        problem = token_problem(token)
+        if problem is not None:
+            raise invalid("bootstrap token", problem)
+        now = self._clock()
+        current = self._store.find_subject(BOOTSTRAP_SUBJECT)
+        async with self._token_lock:
+            holder = await self._holder(token)
+            if holder is not None and (current is None or holder.id != current.id):
+                raise AlreadyExists("bootstrap token: another entry already holds this token")
+            rights = tuple(
+                r for r in (current.restrictions if current else ()) if r.plugin != ADMIN_PLUGIN
+            )
+            rights = (*rights, FULL_ADMIN_RESTRICTION)
+            if current is None:
+                verifier, tag = await self._claim(token, "bootstrap token")
+                entry = Entry(
+                    id=str(uuid.uuid4()),
+                    subject=BOOTSTRAP_SUBJECT,
+                    description="created from the bootstrap token",
+                    restrictions=rights,
+                    unrestricted=False,
+                    verifier=verifier,
+                    lookup_tag=tag,
+                    create_time=now,
+                    update_time=now,
+                )
+                await self._write(self._store.add, entry)
+                return entry
+            updated = replace(
+                current,
+                restrictions=rights,
+                expire_time=None,
+                update_time=now,
+                revision=current.revision + 1,
+            )
+            if holder is None:
+                verifier, tag = await self._claim(token, "bootstrap token")
+                updated = replace(updated, verifier=verifier, lookup_tag=tag)
+            elif updated.restrictions == current.restrictions and current.expire_time is None:
+                return current
+            await self._write(self._store.replace, updated)
+            self._checker.forget(updated.id)
+            return updated
+
+    def _get(self, entry_id: str) -> Entry:
+        try:
+            return self._store.get(entry_id)
+        except NotFound:
+            raise NotFound("no entry has this id") from None
+
+    def _with_usage(self, entry: Entry) -> Entry:
+        pending = self._checker.last_used(entry.id)
+        if pending is None or (entry.last_used_time and entry.last_used_time >= pending):
+            return entry
+        return replace(entry, last_used_time=pending)
+
+    async def _holder(self, token: str) -> Entry | None:
+        """The entry, revoked or not, whose token this is; one argon2 verify per tag match."""
+        tag = lookup_tag(token_digest(self._key, token))
+        loop = asyncio.get_running_loop()
+        for entry in self._store.find_tag(tag):
+            if await loop.run_in_executor(
+                self._hash_pool, self._hasher.verify, entry.verifier, token
+            ):
+                return entry
+        return None
+
+    async def _claim(self, token: str, field: str) -> tuple[str, int]:
+        """A verifier and tag for a token no entry holds; AlreadyExists (naming no entry) else.
+
+        Tokens of revoked entries are refused too: a revoked token must never work again.
+        """
+        if await self._holder(token) is not None:
+            raise AlreadyExists(f"{field}: already in use; generate a new token")
+        loop = asyncio.get_running_loop()
+        verifier = await loop.run_in_executor(self._hash_pool, self._hasher.hash, token)
+        return verifier, lookup_tag(token_digest(self._key, token))
+
+    async def _write(self, write: Callable[[Entry], None], entry: Entry) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._write_pool, write, entry)
+
+    def _page_token(self, cursor: Cursor) -> str:
+        payload = json.dumps([to_micros(cursor[0]), cursor[1]]).encode()
+        mac = hmac.new(self._page_key, payload, hashlib.sha256).digest()[:16]
+        return _b64(payload) + "." + _b64(mac)
+
+    def _read_page_token(self, page_token: str) -> Cursor:
+        try:
+            micros, entry_id = _as_cursor(self._signed_payload(page_token))
+        except ValueError:
+            raise invalid(
+                "page_token", "was not issued by this server; start without one"
+            ) from None
+        return from_micros(micros), entry_id
+
+    def _signed_payload(self, page_token: str) -> Any:
+        payload_part, mac_part = page_token.split(".")
+        payload, mac = _unb64(payload_part), _unb64(mac_part)
+        expected = hmac.new(self._page_key, payload, hashlib.sha256).digest()[:16]
+        if not hmac.compare_digest(mac, expected):
+            raise ValueError("bad signature")
+        return json.loads(payload)
+
+
+def _future_problem(when: datetime | None, now: datetime) -> str | None:
+    if when is not None and when <= now:
+        return "must be in the future"
+    return None
+
+
+def _as_cursor(value: Any) -> tuple[int, str]:
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], int)
+        and isinstance(value[1], str)
+    ):
+        return value[0], value[1]
+    raise ValueError
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError):
+        raise ValueError from None

@@ -1,0 +1,153 @@
+"""Operating the server: health, reflection, graceful SIGTERM, and refusing bad settings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from concurrent.futures import Future
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from authz.v1 import authz_pb2 as pb
+from server_process import ADMIN_METADATA, BOOTSTRAP_TOKEN, ServerProcess
+
+
+def test_health_reports_serving_for_the_server_and_each_service(server: ServerProcess) -> None:
+    health = health_pb2_grpc.HealthStub(server.channel)
+    for service in ("", "authz.v1.AuthzService", "authz.v1.AdminService"):
+        answer = health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_services(server: ServerProcess) -> None:
+    services = set(ProtoReflectionDescriptorDatabase(server.channel).get_services())
+    assert {"authz.v1.AuthzService", "authz.v1.AdminService", "grpc.health.v1.Health"} <= services
+
+
+def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "authz.db")
+    # Each create does argon2 work, so the burst is still being served when SIGTERM lands.
+    calls: list[Future[pb.Entry]] = [
+        server.admin.CreateEntry.future(
+            pb.CreateEntryRequest(
+                subject=f"drain-{n}",
+                token=f"drain-token-{n:03d}",
+                access_restrictions=[pb.AccessRestriction(plugin="catalog")],
+            ),
+            metadata=ADMIN_METADATA,
+        )
+        for n in range(8)
+    ]
+    calls[0].result(timeout=30)  # the server has received the whole burst by now
+    server.process.send_signal(signal.SIGTERM)
+    assert [call.result(timeout=30).subject for call in calls] == [f"drain-{n}" for n in range(8)]
+    assert server.stop() == 0
+    assert "stopped" in server.log
+
+
+def test_restarting_with_a_new_bootstrap_token_rekeys_the_bootstrap_admin(tmp_path: Path) -> None:
+    db = tmp_path / "authz.db"
+    ServerProcess(db).stop()
+    server = ServerProcess(db, {"AUTHZ_BOOTSTRAP_TOKEN": "the-next-bootstrap-token"})
+    try:
+        listed = server.admin.ListEntries(
+            pb.ListEntriesRequest(),
+            metadata=(("authorization", "Bearer the-next-bootstrap-token"),),
+        )
+        assert [e.subject for e in listed.entries] == ["bootstrap-admin"]
+        with pytest.raises(grpc.RpcError) as raised:
+            server.admin.ListEntries(pb.ListEntriesRequest(), metadata=ADMIN_METADATA)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        server.stop()
+
+
+def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "authz_service.cli", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def _refusal(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_an_unparsable_listen_address_is_refused_in_one_line(tmp_path: Path) -> None:
+    line = _refusal(_serve("--listen", "not-an-address", "--db", str(tmp_path / "a.db")))
+    assert "--listen" in line
+
+
+def test_an_unusable_database_path_is_refused_in_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    line = _refusal(_serve("--listen", "127.0.0.1:0", "--db", str(blocker / "authz.db")))
+    assert "a-file" in line
+
+
+def test_a_bootstrap_token_that_breaks_the_rules_is_refused_without_echoing_it(
+    tmp_path: Path,
+) -> None:
+    bad = "has whitespace inside it"
+    result = _serve(
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        str(tmp_path / "a.db"),
+        env={"AUTHZ_BOOTSTRAP_TOKEN": bad},
+    )
+    line = _refusal(result)
+    assert "AUTHZ_BOOTSTRAP_TOKEN" in line
+    assert bad not in result.stderr + result.stdout
+
+
+def test_a_server_key_readable_by_others_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "server.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o644)
+    line = _refusal(_serve("--listen", "127.0.0.1:0", "--db", str(tmp_path / "authz.db")))
+    assert "chmod 600" in line
+
+
+def test_the_server_key_is_created_with_mode_0600(server: ServerProcess) -> None:
+    key = server.db_path.parent / "server.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert len(key.read_bytes()) == 32
+
+
+def test_a_taken_port_is_refused_in_one_line(server: ServerProcess, tmp_path: Path) -> None:
+    line = _refusal(_serve("--listen", server.target, "--db", str(tmp_path / "other.db")))
+    assert server.target in line
+
+
+def test_the_bootstrap_token_file_flag_is_read(tmp_path: Path) -> None:
+    token_file = tmp_path / "bootstrap"
+    token_file.write_text("token-from-a-file-123\n")
+    env = {"AUTHZ_BOOTSTRAP_TOKEN": ""}
+    server = ServerProcess(tmp_path / "authz.db", env, "--bootstrap-token-file", str(token_file))
+    try:
+        answer = server.authz.Check(
+            pb.CheckRequest(
+                token="token-from-a-file-123", plugin="authz", permission="authz.entry.read"
+            )
+        )
+        assert (answer.decision, answer.subject) == (pb.ALLOW, "bootstrap-admin")
+        assert BOOTSTRAP_TOKEN not in server.log
+    finally:
+        server.stop()

@@ -1,0 +1,155 @@
+"""A token never appears in the database, its WAL, the server's log or any response."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from google.protobuf import field_mask_pb2
+
+from authz.v1 import authz_pb2 as pb
+from server_process import ADMIN_METADATA, BOOTSTRAP_TOKEN, ServerProcess
+
+TOKENS = {
+    "first": "first-secret-token-AAAA",
+    "rotated": "rotated-secret-token-BBBB",
+    "unknown": "unknown-secret-token-CCCC",
+    "refused": "refused secret token DDDD",
+    "admin-guess": "admin-guess-token-EEEE",
+    "duplicate-subject": "duplicate-subject-token-FFFF",
+    "bootstrap": BOOTSTRAP_TOKEN,
+}
+
+
+def _exercise(server: ServerProcess) -> list[bytes]:
+    """Drive every RPC with the tokens above, good and bad; return every byte sent back."""
+    seen: list[bytes] = []
+
+    def call(method: grpc.UnaryUnaryMultiCallable, request: object, **kwargs: object) -> object:
+        try:
+            response, rpc = method.with_call(request, **kwargs)
+        except grpc.RpcError as error:
+            seen.append(error.details().encode())
+            seen.extend(_values(error.trailing_metadata()))
+            return None
+        seen.append(response.SerializeToString())
+        seen.append(str(response).encode())
+        seen.extend(_values(rpc.trailing_metadata()))
+        return response
+
+    restriction = [pb.AccessRestriction(plugin="catalog")]
+    entry = call(
+        server.admin.CreateEntry,
+        pb.CreateEntryRequest(
+            subject="secret-holder", token=TOKENS["first"], access_restrictions=restriction
+        ),
+        metadata=ADMIN_METADATA,
+    )
+    assert isinstance(entry, pb.Entry)
+    call(
+        server.admin.CreateEntry,
+        pb.CreateEntryRequest(
+            subject="secret-holder",
+            token=TOKENS["duplicate-subject"],
+            access_restrictions=restriction,
+        ),
+        metadata=ADMIN_METADATA,
+    )
+    call(
+        server.admin.CreateEntry,
+        pb.CreateEntryRequest(
+            subject="copy", token=TOKENS["first"], access_restrictions=restriction
+        ),
+        metadata=ADMIN_METADATA,
+    )
+    call(
+        server.admin.CreateEntry,
+        pb.CreateEntryRequest(
+            subject="bad", token=TOKENS["refused"], access_restrictions=restriction
+        ),
+        metadata=ADMIN_METADATA,
+    )
+    for token in (TOKENS["first"], TOKENS["unknown"], TOKENS["refused"]):
+        call(server.authz.Check, pb.CheckRequest(token=token, plugin="catalog"))
+        call(
+            server.authz.Check,
+            pb.CheckRequest(authorization=f"Bearer {token}", plugin="scaffolder"),
+        )
+        call(
+            server.authz.Check,
+            pb.CheckRequest(token=token, authorization=f"Bearer {token}", plugin="catalog"),
+        )
+    call(
+        server.admin.ListEntries,
+        pb.ListEntriesRequest(),
+        metadata=(("authorization", f"Bearer {TOKENS['admin-guess']}"),),
+    )
+    call(
+        server.admin.ListEntries,
+        pb.ListEntriesRequest(),
+        metadata=(("authorization", f"Bearer {TOKENS['first']}"),),
+    )
+    rotated = call(
+        server.admin.UpdateEntry,
+        pb.UpdateEntryRequest(
+            entry=pb.Entry(id=entry.id, description="rotated"),
+            update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+            new_token=TOKENS["rotated"],
+            etag=entry.etag,
+        ),
+        metadata=ADMIN_METADATA,
+    )
+    assert isinstance(rotated, pb.Entry)
+    call(
+        server.admin.UpdateEntry,
+        pb.UpdateEntryRequest(
+            entry=pb.Entry(id=entry.id), new_token=TOKENS["refused"], etag=rotated.etag
+        ),
+        metadata=ADMIN_METADATA,
+    )
+    call(server.authz.Check, pb.CheckRequest(token=TOKENS["rotated"], plugin="catalog"))
+    call(server.admin.GetEntry, pb.GetEntryRequest(id=entry.id), metadata=ADMIN_METADATA)
+    call(
+        server.admin.ListEntries,
+        pb.ListEntriesRequest(include_revoked=True),
+        metadata=ADMIN_METADATA,
+    )
+    call(server.admin.RevokeEntry, pb.RevokeEntryRequest(id=entry.id), metadata=ADMIN_METADATA)
+    call(server.authz.Check, pb.CheckRequest(token=TOKENS["rotated"], plugin="catalog"))
+    return seen
+
+
+def _values(metadata: object) -> list[bytes]:
+    return [v if isinstance(v, bytes) else v.encode() for _, v in metadata or ()]
+
+
+def _leaks(haystacks: dict[str, bytes]) -> list[tuple[str, str]]:
+    return [
+        (name, where)
+        for name, token in TOKENS.items()
+        for where, data in haystacks.items()
+        if token.encode() in data
+    ]
+
+
+def _database_files(db: Path) -> dict[str, bytes]:
+    files = {p.name: p.read_bytes() for p in db.parent.glob(db.name + "*")}
+    assert db.name in files
+    return files
+
+
+def test_no_token_appears_in_database_wal_log_or_responses(tmp_path: Path) -> None:
+    db = tmp_path / "authz.db"
+    server = ServerProcess(db, None, "--log-level", "DEBUG")
+    responses = _exercise(server)
+    assert len(responses) > 40
+    running = _database_files(db)
+    assert any(name.endswith("-wal") for name in running), "expected a live WAL to inspect"
+    assert server.stop() == 0
+    assert _leaks({"responses": b"\n".join(responses)}) == []
+    assert _leaks(running) == []
+    assert _leaks(_database_files(db)) == []
+    assert _leaks({"log": server.log.encode()}) == []
+    # The checks did find what they were looking for, so the haystacks are not empty.
+    assert b"secret-holder" in b"".join(running.values())
+    assert "serving on" in server.log

@@ -1,0 +1,114 @@
+"""The SQLite store on a real file: durability, migrations, and no lost update."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from authz_service.adapters.sqlite_store import SCHEMA_VERSION, SqliteStore
+from authz_service.core.errors import Aborted, Unavailable
+from authz_service.core.model import Entry, Restriction
+
+
+def _entry(n: int) -> Entry:
+    now = datetime.now(UTC)
+    return Entry(
+        id=f"id-{n}",
+        subject=f"subject-{n}",
+        description=f"entry {n}",
+        restrictions=(Restriction("catalog", ("catalog.entity.read",)),),
+        unrestricted=False,
+        verifier=f"$argon2id$fake{n}",
+        lookup_tag=n,
+        create_time=now,
+        update_time=now,
+    )
+
+
+def test_entries_written_before_close_are_all_there_after_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "authz.db"
+    store = SqliteStore(path)
+    written = [_entry(n) for n in range(25)]
+    for entry in written:
+        store.add(entry)
+    store.close()
+
+    reopened = SqliteStore(path)
+    assert [reopened.get(e.id) for e in written] == written
+    reopened.close()
+
+
+def test_an_empty_file_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
+    path = tmp_path / "authz.db"
+    path.touch()
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as conn:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(entries)")}
+    assert version == SCHEMA_VERSION
+    assert journal == "wal"
+    assert {"entries_by_tag", "entries_unrevoked_subject"} <= indexes
+
+
+def test_reopening_a_current_database_keeps_its_rows_and_version(tmp_path: Path) -> None:
+    path = tmp_path / "authz.db"
+    store = SqliteStore(path)
+    store.add(_entry(1))
+    store.close()
+    again = SqliteStore(path)
+    assert again.get("id-1").subject == "subject-1"
+    again.close()
+
+
+def test_a_database_from_a_newer_server_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "authz.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(Unavailable, match="newer"):
+        SqliteStore(path)
+
+
+def test_two_writers_with_the_same_etag_lose_no_update(tmp_path: Path) -> None:
+    # Two stores on one file behave like two processes: separate connections and locks.
+    path = tmp_path / "authz.db"
+    first, second = SqliteStore(path), SqliteStore(path)
+    first.add(_entry(1))
+    read = second.get("id-1")
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def write(store: SqliteStore, name: str) -> None:
+        barrier.wait()
+        try:
+            store.replace(
+                Entry(**{**_fields(read), "description": name, "revision": read.revision + 1})
+            )
+            outcomes[name] = "written"
+        except Aborted:
+            outcomes[name] = "aborted"
+
+    threads = [
+        threading.Thread(target=write, args=(store, name))
+        for store, name in ((first, "first"), (second, "second"))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes.values()) == ["aborted", "written"]
+    winner = next(name for name, outcome in outcomes.items() if outcome == "written")
+    stored = first.get("id-1")
+    assert stored.description == winner
+    assert stored.revision == read.revision + 1
+    first.close()
+    second.close()
+
+
+def _fields(entry: Entry) -> dict[str, object]:
+    return {name: getattr(entry, name) for name in Entry.__dataclass_fields__}

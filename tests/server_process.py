@@ -1,0 +1,91 @@
+"""A real `authz-service serve` process for integration and end-to-end tests.
+
+It listens on port 0; the port is read from the server's own "serving on" log line, and
+readiness is awaited on the gRPC health service, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from authz.v1 import authz_pb2_grpc
+
+BOOTSTRAP_TOKEN = "bootstrap-admin-token-0123456789"
+ADMIN_METADATA = (("authorization", f"Bearer {BOOTSTRAP_TOKEN}"),)
+SERVING = re.compile(r"serving on (?P<host>\S+):(?P<port>\d+)")
+START_TIMEOUT = 30.0
+
+
+class ServerProcess:
+    """One server process with its log lines collected as they are written."""
+
+    def __init__(self, db_path: Path, env: Mapping[str, str] | None = None, *args: str) -> None:
+        self.db_path = db_path
+        environ = {**os.environ, "AUTHZ_BOOTSTRAP_TOKEN": BOOTSTRAP_TOKEN, **(env or {})}
+        environ.pop("AUTHZ_LISTEN", None)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "authz_service.cli",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--db",
+                str(db_path),
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=environ,
+        )
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self.port = 0
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(START_TIMEOUT) or self.port == 0:
+            self.process.kill()
+            self._reader.join(5)
+            raise RuntimeError("server did not start:\n" + self.log)
+        self.target = f"127.0.0.1:{self.port}"
+        self.channel = grpc.insecure_channel(self.target)
+        health = health_pb2_grpc.HealthStub(self.channel)
+        health.Check(health_pb2.HealthCheckRequest(), timeout=START_TIMEOUT, wait_for_ready=True)
+        self.authz = authz_pb2_grpc.AuthzServiceStub(self.channel)
+        self.admin = authz_pb2_grpc.AdminServiceStub(self.channel)
+
+    @property
+    def log(self) -> str:
+        """Everything the server has written to stdout and stderr so far."""
+        return "".join(self.lines)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            match = SERVING.search(line)
+            if match and not self._ready.is_set():
+                self.port = int(match["port"])
+                self._ready.set()
+        self._ready.set()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Send `sig`, wait for the exit, and return the exit code."""
+        self.channel.close()
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout)
+        self._reader.join(5)
+        return code
