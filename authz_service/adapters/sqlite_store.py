@@ -122,18 +122,25 @@ class SqliteStore:
         return self._many("WHERE lookup_tag = ?", (tag,))
 
     def replace(self, entry: Entry) -> None:
-        """Write `entry` over its previous revision (compare-and-set on `revision`)."""
+        """Write `entry` over its previous revision (compare-and-set on `revision`).
+
+        `last_used_time` is left alone: `record_use` owns it, and does not bump the revision.
+        """
         row = _row(entry)
         entry_id = row.pop("id")
+        del row["last_used_time"]
         assignments = ", ".join(f"{column} = ?" for column in row)
-        with self._transaction() as tx:
-            cursor = tx.execute(
-                f"UPDATE entries SET {assignments} WHERE id = ? AND revision = ?",  # noqa: S608 (column names are ours)
-                [*row.values(), entry_id, entry.revision - 1],
-            )
-            if cursor.rowcount == 1:
-                return
-            exists = tx.execute("SELECT 1 FROM entries WHERE id = ?", [entry_id]).fetchone()
+        try:
+            with self._transaction() as tx:
+                cursor = tx.execute(
+                    f"UPDATE entries SET {assignments} WHERE id = ? AND revision = ?",  # noqa: S608 (column names are ours)
+                    [*row.values(), entry_id, entry.revision - 1],
+                )
+                if cursor.rowcount == 1:
+                    return
+                exists = tx.execute("SELECT 1 FROM entries WHERE id = ?", [entry_id]).fetchone()
+        except sqlite3.IntegrityError:
+            raise AlreadyExists("subject: an unrevoked entry already has this subject") from None
         if exists is None:
             raise NotFound(entry_id)
         raise Aborted("etag: the entry changed since it was read; read it again")

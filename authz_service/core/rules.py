@@ -7,7 +7,8 @@ Syntax, as documented in the README:
 - plugin: 1-64 chars, lowercase letters and digits in words joined by `-` or `_`,
   starting with a letter (`catalog`, `tech-insights`);
 - permission: 1-128 chars, dot-separated words, each starting with a letter, of letters and
-  digits joined by `-` or `_` (`catalog.entity.read`); under the reserved plugin `authz` only the four admin permissions;
+  digits joined by `-` or `_` (`catalog.entity.read`); under the reserved plugin `authz`
+  only the four admin permissions;
 - description: at most 1024 printable characters; revoke reason: at most 512.
 """
 

@@ -1,0 +1,1142 @@
+"""The admin use cases over the in-memory fakes: who may call them, what they change, and that
+a refused call changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Awaitable, Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import pytest
+
+from authz_service.core.decision import Decision
+from authz_service.core.errors import (
+    Aborted,
+    AlreadyExists,
+    AuthzError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from authz_service.core.model import (
+    BOOTSTRAP_SUBJECT,
+    FULL_ADMIN_RESTRICTION,
+    Action,
+    AdminPermission,
+    Entry,
+    Restriction,
+    State,
+    to_micros,
+)
+from authz_service.core.rules import RestrictionInput
+from authz_service.core.tokens import lookup_tag, token_digest
+from authz_service.usecases import Admin, Checker, EntryChange, NewEntry
+from fakes import FakeHasher, InMemoryStore
+
+KEY = bytes(range(32))
+T0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
+ROOT_TOKEN = "root-admin-token-0001"
+ROOT = f"Bearer {ROOT_TOKEN}"
+TOKEN = "catalog-sync-token-0002"
+OTHER_TOKEN = "scaffolder-token-0003"
+ANY_CATALOG = RestrictionInput("catalog")
+ADMIN_CALLS = ["create", "update", "revoke", "get", "list"]
+
+T = TypeVar("T")
+E = TypeVar("E", bound=AuthzError)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+class Clock:
+    """The admin clock: a settable UTC datetime."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+@dataclass
+class World:
+    store: InMemoryStore
+    hasher: FakeHasher
+    checker: Checker
+    admin: Admin
+    clock: Clock
+    root: Entry | None = None
+
+    def seed(
+        self,
+        token: str,
+        subject: str,
+        restrictions: tuple[Restriction, ...] = (),
+        *,
+        unrestricted: bool = False,
+        expire_time: datetime | None = None,
+    ) -> Entry:
+        """An entry put straight into the store, past the admin API (for callers' tokens)."""
+        created = self.clock() - timedelta(days=1)
+        entry = Entry(
+            id=f"id-{subject}",
+            subject=subject,
+            description="seeded",
+            restrictions=restrictions,
+            unrestricted=unrestricted,
+            verifier=self.hasher.hash(token),
+            lookup_tag=lookup_tag(token_digest(KEY, token)),
+            create_time=created,
+            update_time=created,
+            expire_time=expire_time,
+        )
+        self.store.add(entry)
+        return entry
+
+    async def check(self, token: str, plugin: str = "catalog") -> Decision:
+        return await self.checker.check(token, "", plugin, "", 0)
+
+    async def create(self, subject: str, token: str, **fields: Any) -> Entry:
+        fields.setdefault("restrictions", [ANY_CATALOG])
+        return await self.admin.create(ROOT, NewEntry(subject, token, **fields))
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    hash_pool = ThreadPoolExecutor(2, thread_name_prefix="test-hash")
+    write_pool = ThreadPoolExecutor(1, thread_name_prefix="test-write")
+    store, hasher, clock = InMemoryStore(), FakeHasher(), Clock(T0)
+    checker = Checker(store, hasher, KEY, hash_pool, write_pool, clock=lambda: clock().timestamp())
+    admin = Admin(
+        store, hasher, checker, key=KEY, hash_pool=hash_pool, write_pool=write_pool, clock=clock
+    )
+    world = World(store, hasher, checker, admin, clock)
+    world.root = world.seed(ROOT_TOKEN, "root-admin", (FULL_ADMIN_RESTRICTION,))
+    yield world
+    hash_pool.shutdown(wait=True)
+    write_pool.shutdown(wait=True)
+
+
+async def refused(world: World, call: Awaitable[object], error: type[E]) -> E:
+    """Await `call`, expect `error`, and check that the store did not change."""
+    before = world.store.snapshot()
+    with pytest.raises(error) as caught:
+        await call
+    assert world.store.snapshot() == before, "a refused call changed the store"
+    return caught.value
+
+
+def fields_of(error: InvalidArgument) -> list[str]:
+    return [v.field for v in error.violations]
+
+
+def assert_names_no_secret(message: str, *secrets: str) -> None:
+    for secret in secrets:
+        assert secret not in message
+
+
+def admin_call(world: World, name: str, authorization: str) -> Coroutine[Any, Any, object]:
+    assert world.root is not None
+    target = world.root
+    match name:
+        case "create":
+            return world.admin.create(
+                authorization, NewEntry("new-subject", TOKEN, restrictions=[ANY_CATALOG])
+            )
+        case "update":
+            return world.admin.update(
+                authorization,
+                EntryChange(target.id, target.etag, ["description"], description="changed"),
+            )
+        case "revoke":
+            return world.admin.revoke(authorization, target.id, "no longer needed")
+        case "get":
+            return world.admin.get(authorization, target.id)
+        case _:
+            return world.admin.list(authorization, 10, "", include_revoked=True)
+
+
+# Authorization
+
+
+@pytest.mark.parametrize("call", ADMIN_CALLS)
+def test_an_admin_call_without_authorization_metadata_is_unauthenticated(
+    world: World, call: str
+) -> None:
+    run(refused(world, admin_call(world, call, ""), Unauthenticated))
+
+
+@pytest.mark.parametrize("call", ADMIN_CALLS)
+def test_an_admin_call_with_an_unknown_token_is_unauthenticated_without_echoing_it(
+    world: World, call: str
+) -> None:
+    error = run(refused(world, admin_call(world, call, f"Bearer {OTHER_TOKEN}"), Unauthenticated))
+    assert "unknown_token" in str(error)
+    assert_names_no_secret(str(error), OTHER_TOKEN)
+
+
+@pytest.mark.parametrize("authorization", ["Basic cm9vdDpyb290", ROOT_TOKEN, "Bearer short"])
+def test_a_malformed_authorization_value_is_unauthenticated(
+    world: World, authorization: str
+) -> None:
+    error = run(refused(world, admin_call(world, "get", authorization), Unauthenticated))
+    assert "malformed" in str(error)
+
+
+def test_a_revoked_admin_token_is_unauthenticated_on_its_next_call(world: World) -> None:
+    other = world.seed(OTHER_TOKEN, "other-admin", (FULL_ADMIN_RESTRICTION,))
+
+    async def scenario() -> Unauthenticated:
+        await world.admin.get(f"Bearer {OTHER_TOKEN}", other.id)  # warm in the cache
+        await world.admin.revoke(ROOT, other.id, "")
+        call = world.admin.get(f"Bearer {OTHER_TOKEN}", other.id)
+        return await refused(world, call, Unauthenticated)
+
+    assert "revoked" in str(run(scenario()))
+
+
+def test_an_expired_admin_token_is_unauthenticated(world: World) -> None:
+    world.seed(
+        OTHER_TOKEN,
+        "temp-admin",
+        (FULL_ADMIN_RESTRICTION,),
+        expire_time=T0 - timedelta(seconds=1),
+    )
+    error = run(refused(world, admin_call(world, "list", f"Bearer {OTHER_TOKEN}"), Unauthenticated))
+    assert "expired" in str(error)
+
+
+def test_a_read_only_admin_can_get_and_list_but_not_write(world: World) -> None:
+    assert world.root is not None
+    reader = world.seed(
+        OTHER_TOKEN, "auditor", (Restriction("authz", (AdminPermission.READ.value,)),)
+    )
+    as_reader = f"Bearer {OTHER_TOKEN}"
+
+    async def scenario() -> None:
+        assert (await world.admin.get(as_reader, reader.id)).subject == "auditor"
+        listed, _ = await world.admin.list(as_reader, 10, "", include_revoked=False)
+        assert {e.subject for e in listed} == {"root-admin", "auditor"}
+        for call, permission in [
+            ("create", "authz.entry.create"),
+            ("update", "authz.entry.update"),
+            ("revoke", "authz.entry.revoke"),
+        ]:
+            error = await refused(world, admin_call(world, call, as_reader), PermissionDenied)
+            assert permission in str(error)
+
+    run(scenario())
+
+
+def test_an_unrestricted_entry_never_gets_admin_rights(world: World) -> None:
+    world.seed(OTHER_TOKEN, "everything", unrestricted=True)
+    as_unrestricted = f"Bearer {OTHER_TOKEN}"
+
+    async def scenario() -> None:
+        assert (await world.check(OTHER_TOKEN, "scaffolder")).allowed
+        for call in ADMIN_CALLS:
+            await refused(world, admin_call(world, call, as_unrestricted), PermissionDenied)
+
+    run(scenario())
+
+
+def test_an_unrestricted_entry_holds_only_the_admin_permissions_it_lists_under_authz(
+    world: World,
+) -> None:
+    world.seed(
+        OTHER_TOKEN,
+        "everything-and-audit",
+        (Restriction("authz", (AdminPermission.READ.value,)),),
+        unrestricted=True,
+    )
+    as_auditor = f"Bearer {OTHER_TOKEN}"
+
+    async def scenario() -> None:
+        listed, _ = await world.admin.list(as_auditor, 10, "", include_revoked=False)
+        assert len(listed) == 2
+        await refused(world, admin_call(world, "create", as_auditor), PermissionDenied)
+
+    run(scenario())
+
+
+def test_an_admin_holds_only_the_admin_permissions_it_lists(world: World) -> None:
+    world.seed(OTHER_TOKEN, "creator", (Restriction("authz", (AdminPermission.CREATE.value,)),))
+    as_creator = f"Bearer {OTHER_TOKEN}"
+
+    async def scenario() -> Entry:
+        created = await world.admin.create(
+            as_creator, NewEntry("made-by-creator", TOKEN, restrictions=[ANY_CATALOG])
+        )
+        for call in ("get", "list", "update", "revoke"):
+            await refused(world, admin_call(world, call, as_creator), PermissionDenied)
+        return created
+
+    assert run(scenario()).subject == "made-by-creator"
+
+
+def test_an_admin_restriction_that_lists_actions_needs_the_action_of_the_call(
+    world: World,
+) -> None:
+    world.seed(OTHER_TOKEN, "reader-by-action", (Restriction("authz", (), (Action.READ,)),))
+    as_reader = f"Bearer {OTHER_TOKEN}"
+
+    async def scenario() -> None:
+        listed, _ = await world.admin.list(as_reader, 10, "", include_revoked=False)
+        assert len(listed) == 2
+        error = await refused(world, admin_call(world, "create", as_reader), PermissionDenied)
+        assert "authz.entry.create" in str(error)
+
+    run(scenario())
+
+
+def test_narrowing_an_admins_own_rights_takes_effect_on_its_next_call(world: World) -> None:
+    assert world.root is not None
+    root = world.root
+
+    async def scenario() -> None:
+        await world.admin.update(
+            ROOT,
+            EntryChange(
+                root.id,
+                root.etag,
+                ["access_restrictions"],
+                restrictions=[RestrictionInput("authz", ["authz.entry.read"])],
+            ),
+        )
+        await refused(world, admin_call(world, "create", ROOT), PermissionDenied)
+        listed, _ = await world.admin.list(ROOT, 10, "", include_revoked=False)
+        assert len(listed) == 1
+
+    run(scenario())
+
+
+# Create
+
+
+def test_create_stores_the_entry_and_its_token_works_at_once(world: World) -> None:
+    expires = T0 + timedelta(days=30)
+
+    async def scenario() -> tuple[Entry, Decision]:
+        created = await world.admin.create(
+            ROOT,
+            NewEntry(
+                "catalog-sync",
+                TOKEN,
+                description="syncs the catalog",
+                restrictions=[RestrictionInput("catalog", ["catalog.entity.read"], [2])],
+                expire_time=expires,
+            ),
+        )
+        return created, await world.checker.check(
+            TOKEN, "", "catalog", "catalog.entity.read", Action.READ
+        )
+
+    created, decision = run(scenario())
+    assert world.store.get(created.id) == created
+    assert (created.subject, created.description, created.unrestricted) == (
+        "catalog-sync",
+        "syncs the catalog",
+        False,
+    )
+    assert created.restrictions == (
+        Restriction("catalog", ("catalog.entity.read",), (Action.READ,)),
+    )
+    assert (created.create_time, created.update_time, created.expire_time) == (T0, T0, expires)
+    assert (created.etag, created.state(T0), created.revoke_time) == ("r1", State.ACTIVE, None)
+    assert TOKEN not in created.verifier
+    assert world.hasher.verify(created.verifier, TOKEN)
+    assert decision.allowed
+    assert (decision.subject, decision.entry_id) == ("catalog-sync", created.id)
+
+
+def test_an_unrestricted_entry_can_be_created_without_restrictions(world: World) -> None:
+    created = run(world.create("everything", TOKEN, restrictions=[], unrestricted=True))
+    assert created.unrestricted
+    assert created.restrictions == ()
+    assert run(world.check(TOKEN, "anything-at-all")).allowed
+
+
+def test_create_reports_every_bad_field_at_once_and_echoes_no_token(world: World) -> None:
+    bad_token = "bad tok"
+    new = NewEntry(
+        subject="has space",
+        token=bad_token,
+        description="two\nlines",
+        restrictions=[
+            RestrictionInput("Catalog", ["not..a.permission"], [7]),
+            RestrictionInput("authz", ["authz.entry.delete"]),
+        ],
+        expire_time=T0,
+    )
+    error = run(refused(world, world.admin.create(ROOT, new), InvalidArgument))
+    assert set(fields_of(error)) == {
+        "subject",
+        "token",
+        "description",
+        "access_restrictions[0].plugin",
+        "access_restrictions[0].permissions[0]",
+        "access_restrictions[0].actions[0]",
+        "access_restrictions[1].permissions[0]",
+        "expire_time",
+    }
+    assert_names_no_secret(str(error), bad_token)
+    assert world.hasher.hash_calls == 1  # only the seeded root; no work for a bad request
+
+
+@pytest.mark.parametrize(
+    ("restrictions", "unrestricted"),
+    [
+        ([], False),
+        ([ANY_CATALOG, RestrictionInput("catalog", ["catalog.entity.read"])], False),
+        ([ANY_CATALOG], True),
+    ],
+    ids=["none-and-not-unrestricted", "one-plugin-twice", "unrestricted-beside-a-plugin"],
+)
+def test_create_refuses_a_scope_that_breaks_least_privilege(
+    world: World, restrictions: list[RestrictionInput], unrestricted: bool
+) -> None:
+    new = NewEntry("scoped", TOKEN, restrictions=restrictions, unrestricted=unrestricted)
+    error = run(refused(world, world.admin.create(ROOT, new), InvalidArgument))
+    assert fields_of(error) == ["access_restrictions"]
+
+
+def test_create_refuses_a_subject_an_unrevoked_entry_has_without_naming_it(
+    world: World,
+) -> None:
+    async def scenario() -> tuple[Entry, AlreadyExists]:
+        first = await world.create("catalog-sync", TOKEN)
+        error = await refused(world, world.create("catalog-sync", OTHER_TOKEN), AlreadyExists)
+        return first, error
+
+    first, error = run(scenario())
+    assert "subject" in str(error)
+    assert_names_no_secret(str(error), first.id, TOKEN, OTHER_TOKEN)
+
+
+def test_create_refuses_a_token_another_entry_holds_without_naming_it(world: World) -> None:
+    async def scenario() -> tuple[Entry, AlreadyExists]:
+        first = await world.create("catalog-sync", TOKEN)
+        error = await refused(world, world.create("other-job", TOKEN), AlreadyExists)
+        return first, error
+
+    first, error = run(scenario())
+    assert str(error).startswith("token:")
+    assert_names_no_secret(str(error), first.id, first.subject, TOKEN)
+
+
+def test_create_refuses_the_token_of_a_revoked_entry(world: World) -> None:
+    async def scenario() -> AlreadyExists:
+        first = await world.create("catalog-sync", TOKEN)
+        await world.admin.revoke(ROOT, first.id, "leaked")
+        return await refused(world, world.create("catalog-sync-2", TOKEN), AlreadyExists)
+
+    error = run(scenario())
+    assert_names_no_secret(str(error), TOKEN)
+    assert run(world.check(TOKEN)).reason == "revoked"
+
+
+def test_the_subject_of_a_revoked_entry_can_be_used_again(world: World) -> None:
+    async def scenario() -> tuple[Entry, Entry]:
+        first = await world.create("catalog-sync", TOKEN)
+        await world.admin.revoke(ROOT, first.id, "")
+        return first, await world.create("catalog-sync", OTHER_TOKEN)
+
+    first, second = run(scenario())
+    assert second.id != first.id
+    assert world.store.find_subject("catalog-sync") == second
+    assert world.store.get(first.id).revoke_time is not None
+
+
+def test_two_concurrent_creates_with_one_token_let_exactly_one_through(world: World) -> None:
+    async def scenario() -> list[Entry | BaseException]:
+        return await asyncio.gather(
+            world.create("job-a", TOKEN), world.create("job-b", TOKEN), return_exceptions=True
+        )
+
+    outcomes = run(scenario())
+    created = [o for o in outcomes if isinstance(o, Entry)]
+    assert len(created) == 1
+    assert [type(o) for o in outcomes if not isinstance(o, Entry)] == [AlreadyExists]
+    holders = [e for e in world.store.snapshot().values() if world.hasher.verify(e.verifier, TOKEN)]
+    assert holders == created
+
+
+def test_two_concurrent_creates_with_one_subject_let_exactly_one_through(world: World) -> None:
+    async def scenario() -> list[Entry | BaseException]:
+        return await asyncio.gather(
+            world.create("job", TOKEN), world.create("job", OTHER_TOKEN), return_exceptions=True
+        )
+
+    outcomes = run(scenario())
+    created = [o for o in outcomes if isinstance(o, Entry)]
+    assert len(created) == 1
+    assert [type(o) for o in outcomes if not isinstance(o, Entry)] == [AlreadyExists]
+    assert world.store.find_subject("job") == created[0]
+
+
+# Update
+
+
+def test_update_changes_only_the_fields_the_mask_names(world: World) -> None:
+    async def scenario() -> tuple[Entry, Entry]:
+        created = await world.create("catalog-sync", TOKEN, description="old words")
+        world.clock.advance(60)
+        updated = await world.admin.update(
+            ROOT,
+            EntryChange(
+                created.id,
+                created.etag,
+                ["description"],
+                description="new words",
+                restrictions=[RestrictionInput("scaffolder")],
+                unrestricted=True,
+                expire_time=T0 + timedelta(days=1),
+            ),
+        )
+        return created, updated
+
+    created, updated = run(scenario())
+    assert updated == replace(
+        created,
+        description="new words",
+        update_time=T0 + timedelta(seconds=60),
+        revision=2,
+    )
+    assert updated.etag == "r2"
+    assert world.store.get(created.id) == updated
+
+
+def test_update_of_each_maskable_field_takes_effect(world: World) -> None:
+    expires = T0 + timedelta(hours=1)
+
+    async def scenario() -> Entry:
+        created = await world.create("catalog-sync", TOKEN)
+        return await world.admin.update(
+            ROOT,
+            EntryChange(
+                created.id,
+                created.etag,
+                ["access_restrictions", "expire_time", "description"],
+                description="",
+                restrictions=[RestrictionInput("scaffolder", [], [1, 4])],
+                expire_time=expires,
+            ),
+        )
+
+    updated = run(scenario())
+    assert updated.restrictions == (Restriction("scaffolder", (), (Action.CREATE, Action.DELETE)),)
+    assert (updated.expire_time, updated.description) == (expires, "")
+    assert world.store.get(updated.id) == updated
+
+
+def test_a_scope_update_applies_to_the_next_check_without_a_verify(world: World) -> None:
+    async def scenario() -> tuple[Decision, Decision]:
+        created = await world.create("catalog-sync", TOKEN)
+        assert (await world.check(TOKEN)).allowed
+        verifies = world.hasher.verify_calls
+        await world.admin.update(
+            ROOT,
+            EntryChange(
+                created.id,
+                created.etag,
+                ["access_restrictions"],
+                restrictions=[RestrictionInput("scaffolder")],
+            ),
+        )
+        catalog, scaffolder = await world.check(TOKEN), await world.check(TOKEN, "scaffolder")
+        assert world.hasher.verify_calls == verifies
+        return catalog, scaffolder
+
+    catalog, scaffolder = run(scenario())
+    assert (catalog.http_status, catalog.reason) == (403, "plugin_not_allowed")
+    assert scaffolder.allowed
+
+
+def test_setting_an_expire_time_applies_to_the_cached_token(world: World) -> None:
+    async def scenario() -> Decision:
+        created = await world.create("catalog-sync", TOKEN)
+        assert (await world.check(TOKEN)).allowed
+        await world.admin.update(
+            ROOT,
+            EntryChange(
+                created.id, created.etag, ["expire_time"], expire_time=T0 + timedelta(minutes=5)
+            ),
+        )
+        world.clock.advance(300)
+        return await world.check(TOKEN)
+
+    assert run(scenario()).reason == "expired"
+
+
+@pytest.mark.parametrize(
+    ("paths", "field"),
+    [
+        (["subject"], "update_mask.paths[0]"),
+        (["description", "verifier"], "update_mask.paths[1]"),
+        (["Description"], "update_mask.paths[0]"),
+        (["etag"], "update_mask.paths[0]"),
+    ],
+)
+def test_an_unknown_mask_path_is_invalid_argument_naming_its_index(
+    world: World, paths: list[str], field: str
+) -> None:
+    async def scenario() -> InvalidArgument:
+        created = await world.create("catalog-sync", TOKEN)
+        change = EntryChange(created.id, created.etag, paths, description="x")
+        return await refused(world, world.admin.update(ROOT, change), InvalidArgument)
+
+    assert fields_of(run(scenario())) == [field]
+
+
+def test_an_update_naming_no_field_and_no_new_token_is_invalid(world: World) -> None:
+    async def scenario() -> InvalidArgument:
+        created = await world.create("catalog-sync", TOKEN)
+        change = EntryChange(created.id, created.etag, [])
+        return await refused(world, world.admin.update(ROOT, change), InvalidArgument)
+
+    assert fields_of(run(scenario())) == ["update_mask"]
+
+
+def test_an_update_without_id_or_etag_is_invalid_naming_both(world: World) -> None:
+    change = EntryChange("", "", ["description"], description="x")
+    error = run(refused(world, world.admin.update(ROOT, change), InvalidArgument))
+    assert set(fields_of(error)) == {"entry.id", "etag"}
+
+
+def test_bad_new_values_are_invalid_argument_under_entry(world: World) -> None:
+    async def scenario() -> InvalidArgument:
+        created = await world.create("catalog-sync", TOKEN)
+        change = EntryChange(
+            created.id,
+            created.etag,
+            ["description", "expire_time", "access_restrictions"],
+            description="bell\a",
+            expire_time=T0 - timedelta(seconds=1),
+            restrictions=[],
+        )
+        return await refused(world, world.admin.update(ROOT, change), InvalidArgument)
+
+    assert set(fields_of(run(scenario()))) == {
+        "entry.description",
+        "entry.expire_time",
+        "entry.access_restrictions",
+    }
+
+
+def test_clearing_unrestricted_on_an_entry_without_restrictions_is_invalid(world: World) -> None:
+    async def scenario() -> InvalidArgument:
+        created = await world.create("everything", TOKEN, restrictions=[], unrestricted=True)
+        change = EntryChange(created.id, created.etag, ["unrestricted"], unrestricted=False)
+        return await refused(world, world.admin.update(ROOT, change), InvalidArgument)
+
+    assert fields_of(run(scenario())) == ["entry.access_restrictions"]
+
+
+def test_an_update_with_a_stale_etag_is_aborted(world: World) -> None:
+    async def scenario() -> None:
+        created = await world.create("catalog-sync", TOKEN)
+        await world.admin.update(
+            ROOT, EntryChange(created.id, created.etag, ["description"], description="first")
+        )
+        stale = EntryChange(created.id, created.etag, ["description"], description="second")
+        await refused(world, world.admin.update(ROOT, stale), Aborted)
+        assert world.store.get(created.id).description == "first"
+
+    run(scenario())
+
+
+def test_an_update_of_a_revoked_entry_is_a_failed_precondition(world: World) -> None:
+    async def scenario() -> None:
+        created = await world.create("catalog-sync", TOKEN)
+        revoked = await world.admin.revoke(ROOT, created.id, "")
+        change = EntryChange(revoked.id, revoked.etag, ["description"], description="x")
+        await refused(world, world.admin.update(ROOT, change), FailedPrecondition)
+        rotate = EntryChange(revoked.id, revoked.etag, new_token=OTHER_TOKEN)
+        await refused(world, world.admin.update(ROOT, rotate), FailedPrecondition)
+
+    run(scenario())
+
+
+def test_an_update_of_an_unknown_entry_is_not_found(world: World) -> None:
+    change = EntryChange("no-such-id", "r1", ["description"], description="x")
+    run(refused(world, world.admin.update(ROOT, change), NotFound))
+
+
+def test_rotation_denies_the_old_token_at_once_and_allows_the_new_one(world: World) -> None:
+    async def scenario() -> tuple[Entry, Entry, Decision, Decision]:
+        created = await world.create("catalog-sync", TOKEN)
+        assert (await world.check(TOKEN)).allowed  # the old token is warm in the cache
+        rotated = await world.admin.update(
+            ROOT, EntryChange(created.id, created.etag, new_token=OTHER_TOKEN)
+        )
+        return created, rotated, await world.check(TOKEN), await world.check(OTHER_TOKEN)
+
+    created, rotated, old, new = run(scenario())
+    assert old.reason == "unknown_token"
+    assert new.allowed
+    assert new.entry_id == created.id
+    assert rotated.revision == created.revision + 1
+    assert rotated.verifier != created.verifier
+    assert rotated.lookup_tag == lookup_tag(token_digest(KEY, OTHER_TOKEN))
+    assert OTHER_TOKEN not in rotated.verifier
+    assert world.store.get(created.id) == rotated
+    assert replace(rotated, verifier=created.verifier, lookup_tag=created.lookup_tag) == replace(
+        created, revision=2
+    )
+
+
+def test_rotation_with_a_mask_changes_both_token_and_fields(world: World) -> None:
+    async def scenario() -> Entry:
+        created = await world.create("catalog-sync", TOKEN)
+        return await world.admin.update(
+            ROOT,
+            EntryChange(
+                created.id,
+                created.etag,
+                ["description"],
+                description="rotated after the leak",
+                new_token=OTHER_TOKEN,
+            ),
+        )
+
+    rotated = run(scenario())
+    assert rotated.description == "rotated after the leak"
+    assert run(world.check(OTHER_TOKEN)).allowed
+    assert run(world.check(TOKEN)).reason == "unknown_token"
+
+
+def test_rotation_to_a_token_another_entry_holds_is_refused_and_keeps_the_old_token(
+    world: World,
+) -> None:
+    async def scenario() -> tuple[Entry, AlreadyExists]:
+        created = await world.create("catalog-sync", TOKEN)
+        other = await world.create("scaffolder-job", OTHER_TOKEN)
+        change = EntryChange(created.id, created.etag, new_token=OTHER_TOKEN)
+        error = await refused(world, world.admin.update(ROOT, change), AlreadyExists)
+        assert (await world.check(TOKEN)).entry_id == created.id
+        assert (await world.check(OTHER_TOKEN)).entry_id == other.id
+        return other, error
+
+    other, error = run(scenario())
+    assert str(error).startswith("new_token:")
+    assert_names_no_secret(str(error), other.id, other.subject, TOKEN, OTHER_TOKEN)
+
+
+def test_rotation_to_the_current_token_is_refused(world: World) -> None:
+    async def scenario() -> None:
+        created = await world.create("catalog-sync", TOKEN)
+        change = EntryChange(created.id, created.etag, new_token=TOKEN)
+        error = await refused(world, world.admin.update(ROOT, change), AlreadyExists)
+        assert_names_no_secret(str(error), TOKEN)
+
+    run(scenario())
+
+
+def test_rotation_to_a_malformed_token_is_invalid_without_echoing_it(world: World) -> None:
+    async def scenario() -> InvalidArgument:
+        created = await world.create("catalog-sync", TOKEN)
+        change = EntryChange(created.id, created.etag, new_token="new token with spaces")
+        return await refused(world, world.admin.update(ROOT, change), InvalidArgument)
+
+    error = run(scenario())
+    assert fields_of(error) == ["new_token"]
+    assert_names_no_secret(str(error), "new token with spaces")
+
+
+# Revoke
+
+
+def test_revoke_denies_the_token_on_the_very_next_check(world: World) -> None:
+    async def scenario() -> tuple[Entry, Entry, Decision]:
+        created = await world.create("catalog-sync", TOKEN)
+        assert (await world.check(TOKEN)).allowed
+        verifies = world.hasher.verify_calls
+        world.clock.advance(10)
+        revoked = await world.admin.revoke(ROOT, created.id, "leaked in a log")
+        decision = await world.check(TOKEN)
+        assert world.hasher.verify_calls == verifies  # answered from the refreshed cache
+        return created, revoked, decision
+
+    created, revoked, decision = run(scenario())
+    assert (decision.allowed, decision.http_status, decision.reason) == (False, 401, "revoked")
+    assert revoked == replace(
+        created,
+        revoke_time=T0 + timedelta(seconds=10),
+        revoke_reason="leaked in a log",
+        update_time=T0 + timedelta(seconds=10),
+        revision=2,
+    )
+    assert revoked.state(world.clock()) == State.REVOKED
+    assert world.store.get(created.id) == revoked
+
+
+def test_revoking_a_revoked_entry_changes_nothing(world: World) -> None:
+    async def scenario() -> tuple[Entry, Entry]:
+        created = await world.create("catalog-sync", TOKEN)
+        first = await world.admin.revoke(ROOT, created.id, "first reason")
+        before = world.store.snapshot()
+        world.clock.advance(60)
+        again = await world.admin.revoke(ROOT, created.id, "second reason")
+        assert world.store.snapshot() == before
+        return first, again
+
+    first, again = run(scenario())
+    assert again == first
+    assert again.revoke_reason == "first reason"
+
+
+def test_revoking_an_unknown_entry_is_not_found(world: World) -> None:
+    error = run(refused(world, world.admin.revoke(ROOT, "no-such-id", ""), NotFound))
+    assert "no-such-id" not in str(error)
+
+
+def test_a_revoke_without_id_or_with_a_bad_reason_is_invalid(world: World) -> None:
+    error = run(refused(world, world.admin.revoke(ROOT, "", "line\nbreak"), InvalidArgument))
+    assert set(fields_of(error)) == {"id", "reason"}
+    assert fields_of(
+        run(refused(world, world.admin.revoke(ROOT, "some-id", "r" * 513), InvalidArgument))
+    ) == ["reason"]
+
+
+def test_revoked_entries_stay_readable_and_listable_for_audit(world: World) -> None:
+    async def scenario() -> tuple[Entry, Entry, list[Entry], list[Entry]]:
+        created = await world.create("catalog-sync", TOKEN)
+        revoked = await world.admin.revoke(ROOT, created.id, "")
+        got = await world.admin.get(ROOT, created.id)
+        active, _ = await world.admin.list(ROOT, 10, "", include_revoked=False)
+        everything, _ = await world.admin.list(ROOT, 10, "", include_revoked=True)
+        return revoked, got, active, everything
+
+    revoked, got, active, everything = run(scenario())
+    assert got == revoked
+    assert revoked.id not in {e.id for e in active}
+    assert revoked in everything
+
+
+# Get
+
+
+def test_get_returns_the_entry_with_a_use_not_yet_flushed(world: World) -> None:
+    async def scenario() -> tuple[Entry, Entry, Entry]:
+        created = await world.create("catalog-sync", TOKEN)
+        before_use = await world.admin.get(ROOT, created.id)
+        world.clock.advance(42)
+        await world.check(TOKEN)
+        return created, before_use, await world.admin.get(ROOT, created.id)
+
+    created, before_use, after_use = run(scenario())
+    assert before_use == created
+    assert after_use.last_used_time == T0 + timedelta(seconds=42)
+    assert world.store.get(created.id).last_used_time is None  # not flushed yet
+
+
+def test_get_of_an_unknown_id_is_not_found_and_of_no_id_invalid(world: World) -> None:
+    run(refused(world, world.admin.get(ROOT, "no-such-id"), NotFound))
+    error = run(refused(world, world.admin.get(ROOT, ""), InvalidArgument))
+    assert fields_of(error) == ["id"]
+
+
+# List
+
+
+def list_all(world: World, page_size: int, include_revoked: bool) -> list[list[Entry]]:
+    async def pages() -> list[list[Entry]]:
+        found: list[list[Entry]] = []
+        token = ""
+        while True:
+            page, token = await world.admin.list(ROOT, page_size, token, include_revoked)
+            found.append(page)
+            if not token:
+                return found
+
+    return run(pages())
+
+
+def create_many(world: World, count: int) -> list[Entry]:
+    async def scenario() -> list[Entry]:
+        created = []
+        for n in range(count):
+            if n % 3 == 0:  # some entries share a creation time: ids break the tie
+                world.clock.advance(1)
+            created.append(await world.create(f"job-{n}", f"job-token-{n:04d}"))
+        return created
+
+    return run(scenario())
+
+
+def test_listing_pages_through_every_entry_once_in_creation_order(world: World) -> None:
+    assert world.root is not None
+    created = create_many(world, 7)
+    pages = list_all(world, 3, include_revoked=False)
+    assert [len(p) for p in pages] == [3, 3, 2]
+    listed = [e.id for page in pages for e in page]
+    expected = sorted([world.root, *created], key=lambda e: (e.create_time, e.id))
+    assert listed == [e.id for e in expected]
+    assert [e.create_time for page in pages for e in page] == [e.create_time for e in expected]
+
+
+def test_a_page_exactly_filled_by_the_last_entries_ends_the_listing(world: World) -> None:
+    create_many(world, 5)
+    pages = list_all(world, 3, include_revoked=False)
+    assert [len(p) for p in pages] == [3, 3]
+
+
+def test_listing_without_revoked_entries_skips_them_across_pages(world: World) -> None:
+    created = create_many(world, 6)
+    for entry in created[::2]:
+        run(world.admin.revoke(ROOT, entry.id, ""))
+    assert world.root is not None
+    active = [e.id for page in list_all(world, 2, include_revoked=False) for e in page]
+    everything = [e.id for page in list_all(world, 2, include_revoked=True) for e in page]
+    assert sorted(active) == sorted([world.root.id, *(e.id for e in created[1::2])])
+    assert sorted(everything) == sorted([world.root.id, *(e.id for e in created)])
+
+
+def test_a_page_size_of_zero_means_the_default(world: World) -> None:
+    create_many(world, 4)
+    page, next_token = run(world.admin.list(ROOT, 0, "", include_revoked=False))
+    assert len(page) == 5
+    assert next_token == ""
+
+
+def test_a_negative_page_size_is_invalid(world: World) -> None:
+    error = run(
+        refused(world, world.admin.list(ROOT, -1, "", include_revoked=False), InvalidArgument)
+    )
+    assert fields_of(error) == ["page_size"]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forged_page_tokens(real: str) -> list[str]:
+    payload, mac = real.split(".")
+    cursor = json.dumps([to_micros(T0), "id-root-admin"]).encode()
+    wrong_key = hmac.new(b"another server's key", b"authz page token", hashlib.sha256).digest()
+    return [
+        "garbage",
+        "a.b",
+        "a.b.c",
+        ".",
+        "é.é",
+        "e30.e30",
+        _b64(cursor) + "." + mac,  # a cursor of the caller's choosing under a real signature
+        _b64(cursor) + "." + _b64(hmac.new(wrong_key, cursor, hashlib.sha256).digest()[:16]),
+        payload + "." + mac[:-2],
+        payload + "." + mac + "AA",
+        real + ".",
+        payload,
+    ]
+
+
+def test_a_forged_or_garbage_page_token_is_invalid_argument(world: World) -> None:
+    create_many(world, 4)
+    _, real = run(world.admin.list(ROOT, 2, "", include_revoked=False))
+    assert real
+
+    async def scenario() -> None:
+        for forged in forged_page_tokens(real):
+            error = await refused(
+                world, world.admin.list(ROOT, 2, forged, include_revoked=False), InvalidArgument
+            )
+            assert fields_of(error) == ["page_token"], forged
+
+    run(scenario())
+
+
+def test_a_page_token_is_accepted_again_and_resumes_at_the_same_place(world: World) -> None:
+    create_many(world, 4)
+
+    async def scenario() -> tuple[list[Entry], list[Entry]]:
+        _, token = await world.admin.list(ROOT, 2, "", include_revoked=False)
+        first, _ = await world.admin.list(ROOT, 2, token, include_revoked=False)
+        again, _ = await world.admin.list(ROOT, 2, token, include_revoked=False)
+        return first, again
+
+    first, again = run(scenario())
+    assert first == again
+    assert len(first) == 2
+
+
+# Bootstrap admin
+
+
+def test_ensure_bootstrap_admin_creates_a_full_admin_for_the_token(world: World) -> None:
+    bootstrap_token = "bootstrap-token-0004"
+
+    async def scenario() -> Entry:
+        entry = await world.admin.ensure_bootstrap_admin(bootstrap_token)
+        as_bootstrap = f"Bearer {bootstrap_token}"
+        created = await world.admin.create(
+            as_bootstrap, NewEntry("made-by-bootstrap", TOKEN, restrictions=[ANY_CATALOG])
+        )
+        await world.admin.update(
+            as_bootstrap, EntryChange(created.id, created.etag, ["description"], description="x")
+        )
+        await world.admin.get(as_bootstrap, created.id)
+        await world.admin.revoke(as_bootstrap, created.id, "")
+        return entry
+
+    entry = run(scenario())
+    assert entry.subject == BOOTSTRAP_SUBJECT
+    assert entry.restrictions == (FULL_ADMIN_RESTRICTION,)
+    assert not entry.unrestricted
+    assert world.store.find_subject(BOOTSTRAP_SUBJECT) == entry
+    assert bootstrap_token not in entry.verifier
+
+
+def test_ensure_bootstrap_admin_with_the_same_token_again_changes_nothing(world: World) -> None:
+    bootstrap_token = "bootstrap-token-0004"
+
+    async def scenario() -> tuple[Entry, Entry]:
+        first = await world.admin.ensure_bootstrap_admin(bootstrap_token)
+        before = world.store.snapshot()
+        again = await world.admin.ensure_bootstrap_admin(bootstrap_token)
+        assert world.store.snapshot() == before
+        return first, again
+
+    first, again = run(scenario())
+    assert again == first
+
+
+def test_ensure_bootstrap_admin_with_a_new_token_re_keys_the_entry(world: World) -> None:
+    old_token, new_token = "bootstrap-token-0004", "bootstrap-token-0005"
+
+    async def scenario() -> tuple[Entry, Entry]:
+        first = await world.admin.ensure_bootstrap_admin(old_token)
+        await world.admin.list(f"Bearer {old_token}", 10, "", False)  # warm in the cache
+        rekeyed = await world.admin.ensure_bootstrap_admin(new_token)
+        await refused(world, admin_call(world, "list", f"Bearer {old_token}"), Unauthenticated)
+        listed, _ = await world.admin.list(f"Bearer {new_token}", 10, "", False)
+        assert rekeyed.id in {e.id for e in listed}
+        return first, rekeyed
+
+    first, rekeyed = run(scenario())
+    assert rekeyed.id == first.id
+    assert rekeyed.revision == first.revision + 1
+    assert world.hasher.verify(rekeyed.verifier, new_token)
+    assert not world.hasher.verify(rekeyed.verifier, old_token)
+    assert len([e for e in world.store.snapshot().values() if e.subject == BOOTSTRAP_SUBJECT]) == 1
+
+
+def test_ensure_bootstrap_admin_restores_full_rights_and_clears_expiry(world: World) -> None:
+    bootstrap_token = "bootstrap-token-0004"
+
+    async def scenario() -> tuple[Entry, Entry]:
+        first = await world.admin.ensure_bootstrap_admin(bootstrap_token)
+        narrowed = await world.admin.update(
+            ROOT,
+            EntryChange(
+                first.id,
+                first.etag,
+                ["access_restrictions", "expire_time"],
+                restrictions=[
+                    RestrictionInput("authz", ["authz.entry.read"]),
+                    RestrictionInput("catalog"),
+                ],
+                expire_time=T0 + timedelta(hours=1),
+            ),
+        )
+        restored = await world.admin.ensure_bootstrap_admin(bootstrap_token)
+        await world.admin.create(
+            f"Bearer {bootstrap_token}", NewEntry("proof", TOKEN, restrictions=[ANY_CATALOG])
+        )
+        return narrowed, restored
+
+    narrowed, restored = run(scenario())
+    assert restored.restrictions == (Restriction("catalog"), FULL_ADMIN_RESTRICTION)
+    assert restored.expire_time is None
+    assert restored.revision == narrowed.revision + 1
+    assert restored.verifier == narrowed.verifier
+
+
+def test_ensure_bootstrap_admin_refuses_a_token_another_entry_holds(world: World) -> None:
+    error = run(refused(world, world.admin.ensure_bootstrap_admin(ROOT_TOKEN), AlreadyExists))
+    assert_names_no_secret(str(error), ROOT_TOKEN, "root-admin")
+    assert world.store.find_subject(BOOTSTRAP_SUBJECT) is None
+
+
+def test_ensure_bootstrap_admin_refuses_the_token_of_a_revoked_bootstrap_admin(
+    world: World,
+) -> None:
+    bootstrap_token = "bootstrap-token-0004"
+
+    async def scenario() -> None:
+        first = await world.admin.ensure_bootstrap_admin(bootstrap_token)
+        await world.admin.revoke(ROOT, first.id, "rotating the bootstrap secret")
+        await refused(world, world.admin.ensure_bootstrap_admin(bootstrap_token), AlreadyExists)
+
+    run(scenario())
+    assert world.store.find_subject(BOOTSTRAP_SUBJECT) is None
+
+
+@pytest.mark.parametrize("token", ["", "short", "has white space"])
+def test_ensure_bootstrap_admin_refuses_a_malformed_token_without_echoing_it(
+    world: World, token: str
+) -> None:
+    error = run(refused(world, world.admin.ensure_bootstrap_admin(token), InvalidArgument))
+    assert fields_of(error) == ["bootstrap token"]
+    if token:
+        assert_names_no_secret(str(error), token)
+
+
+# Usage recorded while an admin write is in flight
+
+
+class InterleavingStore(InMemoryStore):
+    """Runs `after_next_get` right after the next `get`, as a writer thread committing
+    between an update's read of the entry and its write would."""
+
+    after_next_get: Sequence[Any] = ()
+
+    def get(self, entry_id: str) -> Entry:
+        entry = super().get(entry_id)
+        pending, self.after_next_get = self.after_next_get, ()
+        for action in pending:
+            action()
+        return entry
+
+
+def test_a_use_recorded_while_an_update_is_in_flight_survives_the_update() -> None:
+    hash_pool, write_pool = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    store, hasher, clock = InterleavingStore(), FakeHasher(), Clock(T0)
+    checker = Checker(store, hasher, KEY, hash_pool, write_pool, clock=lambda: clock().timestamp())
+    admin = Admin(
+        store, hasher, checker, key=KEY, hash_pool=hash_pool, write_pool=write_pool, clock=clock
+    )
+    world = World(store, hasher, checker, admin, clock)
+    world.seed(ROOT_TOKEN, "root-admin", (FULL_ADMIN_RESTRICTION,))
+    used_at = T0 + timedelta(minutes=5)
+
+    async def scenario() -> Entry:
+        created = await world.create("catalog-sync", TOKEN)
+        # The usage flusher commits this use just after the update has read the entry.
+        store.after_next_get = [lambda: store.record_use({created.id: used_at})]
+        await admin.update(
+            ROOT, EntryChange(created.id, created.etag, ["description"], description="x")
+        )
+        return await admin.get(ROOT, created.id)
+
+    try:
+        got = run(scenario())
+    finally:
+        hash_pool.shutdown(wait=True)
+        write_pool.shutdown(wait=True)
+    assert got.description == "x"
+    assert store.get(got.id).last_used_time == used_at

@@ -1,0 +1,641 @@
+"""The Check use case over the in-memory fakes and a real thread pool: the verified-token cache,
+single flight, invalidation, usage tracking and rehashing."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import pytest
+
+from authz_service.core.decision import Decision
+from authz_service.core.errors import InvalidArgument, Unavailable
+from authz_service.core.model import Action, Entry, Restriction
+from authz_service.core.tokens import lookup_tag, token_digest
+from authz_service.usecases import Checker
+from fakes import FakeHasher, InMemoryStore
+
+KEY = bytes(range(32))
+NOW = 1_750_000_000.25  # seconds since the epoch, exact in binary
+TOKEN = "catalog-sync-token-0001"
+OTHER_TOKEN = "scaffolder-token-0002"
+CATALOG_READ = (Restriction("catalog", ("catalog.entity.read",), (Action.READ,)),)
+# Generous bound on waiting for a worker thread; a passing test never comes near it.
+WAIT_SECONDS = 10.0
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+class Clock:
+    """A settable clock in seconds since the epoch, as the Checker reads time."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class GatedHasher(FakeHasher):
+    """A FakeHasher whose verify announces itself and then waits for the test to let it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Semaphore(0)
+        self.gate = threading.Event()
+
+    def verify(self, verifier: str, token: str) -> bool:
+        self.entered.release()
+        self.gate.wait(WAIT_SECONDS)
+        return super().verify(verifier, token)
+
+    async def wait_for_verify(self) -> None:
+        entered = await asyncio.to_thread(self.entered.acquire, True, WAIT_SECONDS)
+        assert entered, "no verify started"
+
+
+@dataclass
+class World:
+    store: InMemoryStore
+    hasher: FakeHasher
+    hash_pool: ThreadPoolExecutor
+    write_pool: ThreadPoolExecutor
+    clock: Clock
+
+    def checker(self, cache_size: int = 100) -> Checker:
+        return Checker(
+            self.store,
+            self.hasher,
+            KEY,
+            self.hash_pool,
+            self.write_pool,
+            cache_size=cache_size,
+            clock=self.clock,
+        )
+
+    def add(
+        self,
+        token: str,
+        subject: str = "catalog-sync",
+        *,
+        restrictions: tuple[Restriction, ...] = CATALOG_READ,
+        unrestricted: bool = False,
+        expire_time: datetime | None = None,
+        tag: int | None = None,
+    ) -> Entry:
+        created = datetime.fromtimestamp(NOW - 3600, UTC)
+        entry = Entry(
+            id=f"id-{subject}",
+            subject=subject,
+            description="",
+            restrictions=restrictions,
+            unrestricted=unrestricted,
+            verifier=self.hasher.hash(token),
+            lookup_tag=tag if tag is not None else tag_of(token),
+            create_time=created,
+            update_time=created,
+            expire_time=expire_time,
+        )
+        self.store.add(entry)
+        return entry
+
+
+def tag_of(token: str) -> int:
+    return lookup_tag(token_digest(KEY, token))
+
+
+def make_world(hasher: FakeHasher) -> Iterator[World]:
+    hash_pool = ThreadPoolExecutor(4, thread_name_prefix="test-hash")
+    write_pool = ThreadPoolExecutor(1, thread_name_prefix="test-write")
+    try:
+        yield World(InMemoryStore(), hasher, hash_pool, write_pool, Clock())
+    finally:
+        if isinstance(hasher, GatedHasher):
+            hasher.gate.set()  # never leave a worker blocked, even when a test failed
+        hash_pool.shutdown(wait=True)
+        write_pool.shutdown(wait=True)
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    yield from make_world(FakeHasher())
+
+
+@pytest.fixture
+def gated() -> Iterator[World]:
+    yield from make_world(GatedHasher())
+
+
+async def read_catalog(checker: Checker, token: str = TOKEN) -> Decision:
+    return await checker.check(token, "", "catalog", "catalog.entity.read", Action.READ)
+
+
+def allowed_as(decision: Decision, entry: Entry) -> bool:
+    return decision.allowed and (decision.subject, decision.entry_id) == (entry.subject, entry.id)
+
+
+# The cache
+
+
+def test_a_cold_check_verifies_once_and_the_warm_check_after_it_not_again(world: World) -> None:
+    entry = world.add(TOKEN)
+    checker = world.checker()
+
+    async def scenario() -> tuple[Decision, Decision]:
+        return await read_catalog(checker), await read_catalog(checker)
+
+    cold, warm = run(scenario())
+    assert allowed_as(cold, entry)
+    assert warm == cold
+    assert (cold.code, cold.http_status, cold.reason) == (0, 200, "")
+    assert world.hasher.verify_calls == 1
+    assert checker.argon2_verifications == 1
+    assert checker.cache_size == 1
+
+
+def test_the_authorization_header_form_shares_the_cache_entry_of_the_raw_token(
+    world: World,
+) -> None:
+    entry = world.add(TOKEN)
+    checker = world.checker()
+
+    async def scenario() -> list[Decision]:
+        return [
+            await read_catalog(checker),
+            await checker.check("", f"Bearer {TOKEN}", "catalog", "", Action.READ),
+            await checker.check("", f"bEaReR   {TOKEN}", "catalog", "", Action.READ),
+        ]
+
+    assert all(allowed_as(d, entry) for d in run(scenario()))
+    assert world.hasher.verify_calls == 1
+
+
+def test_a_token_whose_tag_matches_nothing_costs_no_verification(world: World) -> None:
+    world.add(TOKEN)
+    checker = world.checker()
+
+    async def scenario() -> list[Decision]:
+        return [await read_catalog(checker, OTHER_TOKEN) for _ in range(3)]
+
+    decisions = run(scenario())
+    assert {(d.allowed, d.code, d.http_status, d.reason) for d in decisions} == {
+        (False, 16, 401, "unknown_token")
+    }
+    assert world.hasher.verify_calls == 0
+    assert checker.argon2_verifications == 0
+    assert checker.tag_misses == 3
+    assert checker.cache_size == 0
+
+
+def test_a_token_whose_tag_collides_with_an_entry_is_denied_after_one_verify(
+    world: World,
+) -> None:
+    # Force a tag collision: an entry stored under the tag of a token it does not hold.
+    world.add(TOKEN, tag=tag_of(OTHER_TOKEN))
+    checker = world.checker()
+
+    decision = run(read_catalog(checker, OTHER_TOKEN))
+    assert decision.reason == "unknown_token"
+    assert world.hasher.verify_calls == 1
+    assert checker.tag_misses == 0
+    assert checker.cache_size == 0
+
+
+def test_among_entries_sharing_a_tag_the_one_whose_verifier_matches_wins(world: World) -> None:
+    world.add(OTHER_TOKEN, "impostor", tag=tag_of(TOKEN))
+    holder = world.add(TOKEN, "holder")
+    checker = world.checker()
+
+    assert allowed_as(run(read_catalog(checker)), holder)
+    assert 1 <= world.hasher.verify_calls <= 2
+
+
+def test_fifty_concurrent_cold_checks_of_one_token_cost_exactly_one_verify(world: World) -> None:
+    entry = world.add(TOKEN)
+    checker = world.checker()
+
+    async def scenario() -> list[Decision]:
+        return await asyncio.gather(*(read_catalog(checker) for _ in range(50)))
+
+    decisions = run(scenario())
+    assert len(decisions) == 50
+    assert all(allowed_as(d, entry) for d in decisions)
+    assert world.hasher.verify_calls == 1
+    assert checker.argon2_verifications == 1
+
+
+def test_a_caller_that_gives_up_does_not_cancel_the_verify_others_wait_for(gated: World) -> None:
+    entry = gated.add(TOKEN)
+    checker = gated.checker()
+    hasher = gated.hasher
+    assert isinstance(hasher, GatedHasher)
+
+    async def scenario() -> Decision:
+        impatient = asyncio.create_task(read_catalog(checker))
+        patient = asyncio.create_task(read_catalog(checker))
+        await hasher.wait_for_verify()
+        impatient.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await impatient
+        hasher.gate.set()
+        return await patient
+
+    assert allowed_as(run(scenario()), entry)
+    assert hasher.verify_calls == 1
+    assert checker.cache_size == 1
+
+
+def test_the_cache_holds_at_most_cache_size_tokens_and_evicts_the_oldest(world: World) -> None:
+    tokens = [f"token-number-{n:04d}" for n in range(3)]
+    for n, token in enumerate(tokens):
+        world.add(token, f"subject-{n}")
+    checker = world.checker(cache_size=2)
+
+    async def scenario() -> None:
+        for token in tokens:
+            assert (await read_catalog(checker, token)).allowed
+        assert checker.cache_size == 2
+        assert world.hasher.verify_calls == 3
+        # The newest two are warm...
+        await read_catalog(checker, tokens[2])
+        await read_catalog(checker, tokens[1])
+        assert world.hasher.verify_calls == 3
+        # ...the oldest was evicted and costs a verify again.
+        assert (await read_catalog(checker, tokens[0])).allowed
+        assert world.hasher.verify_calls == 4
+        assert checker.cache_size == 2
+
+    run(scenario())
+
+
+def test_refresh_does_not_bring_an_evicted_token_back_into_the_cache(world: World) -> None:
+    first = world.add(TOKEN, "first")
+    world.add(OTHER_TOKEN, "second")
+    checker = world.checker(cache_size=1)
+
+    async def scenario() -> None:
+        await read_catalog(checker, TOKEN)
+        await read_catalog(checker, OTHER_TOKEN)  # evicts the first token
+        checker.refresh(replace(first, description="touched", revision=2))
+        assert checker.cache_size == 1
+        await read_catalog(checker, TOKEN)
+
+    run(scenario())
+    assert world.hasher.verify_calls == 3
+
+
+# Invalidation
+
+
+def test_revoking_through_refresh_makes_the_very_next_check_say_revoked_without_a_verify(
+    world: World,
+) -> None:
+    entry = world.add(TOKEN)
+    checker = world.checker()
+
+    async def scenario() -> Decision:
+        assert (await read_catalog(checker)).allowed
+        revoked = replace(
+            entry, revoke_time=datetime.fromtimestamp(NOW, UTC), revision=entry.revision + 1
+        )
+        world.store.replace(revoked)
+        checker.refresh(revoked)
+        return await read_catalog(checker)
+
+    decision = run(scenario())
+    assert (decision.allowed, decision.code, decision.http_status, decision.reason) == (
+        False,
+        16,
+        401,
+        "revoked",
+    )
+    assert (decision.subject, decision.entry_id) == ("", "")
+    assert world.hasher.verify_calls == 1
+
+
+def test_a_scope_change_through_refresh_applies_to_the_cached_token_at_once(
+    world: World,
+) -> None:
+    entry = world.add(TOKEN)
+    checker = world.checker()
+
+    async def scenario() -> tuple[Decision, Decision]:
+        await read_catalog(checker)
+        narrowed = replace(
+            entry, restrictions=(Restriction("scaffolder"),), revision=entry.revision + 1
+        )
+        world.store.replace(narrowed)
+        checker.refresh(narrowed)
+        scaffolder = await checker.check(TOKEN, "", "scaffolder", "", 0)
+        return await read_catalog(checker), scaffolder
+
+    catalog, scaffolder = run(scenario())
+    assert (catalog.code, catalog.http_status, catalog.reason) == (7, 403, "plugin_not_allowed")
+    assert allowed_as(scaffolder, entry)
+    assert world.hasher.verify_calls == 1
+
+
+def test_forget_after_rotation_makes_the_old_token_unknown_and_the_new_one_work(
+    world: World,
+) -> None:
+    entry = world.add(TOKEN)
+    checker = world.checker()
+    new_token = "rotated-token-0003"
+
+    async def scenario() -> tuple[Decision, Decision]:
+        assert (await read_catalog(checker)).allowed
+        rotated = replace(
+            entry,
+            verifier=world.hasher.hash(new_token),
+            lookup_tag=tag_of(new_token),
+            revision=entry.revision + 1,
+        )
+        world.store.replace(rotated)
+        checker.forget(entry.id)
+        return await read_catalog(checker, TOKEN), await read_catalog(checker, new_token)
+
+    old, new = run(scenario())
+    assert old.reason == "unknown_token"
+    assert allowed_as(new, entry)
+    assert checker.tag_misses == 1  # the old token's tag now matches nothing
+    assert world.hasher.verify_calls == 2  # the first check, and the new token's
+
+
+def test_a_verify_in_flight_when_refresh_runs_is_not_cached(gated: World) -> None:
+    entry = gated.add(TOKEN)
+    checker = gated.checker()
+    hasher = gated.hasher
+    assert isinstance(hasher, GatedHasher)
+
+    async def scenario() -> tuple[Decision, Decision]:
+        before = asyncio.create_task(read_catalog(checker))
+        await hasher.wait_for_verify()  # it has read the store and is verifying
+        revoked = replace(
+            entry, revoke_time=datetime.fromtimestamp(NOW, UTC), revision=entry.revision + 1
+        )
+        gated.store.replace(revoked)
+        checker.refresh(revoked)
+        hasher.gate.set()
+        started_before_revoke = await before
+        assert checker.cache_size == 0
+        return started_before_revoke, await read_catalog(checker)
+
+    started_before_revoke, after = run(scenario())
+    # The check that began before the revoke may answer from what it read...
+    assert started_before_revoke.allowed
+    # ...but its answer was not kept: the next check read the store again.
+    assert after.reason == "revoked"
+    assert hasher.verify_calls == 2
+
+
+def test_a_check_arriving_after_refresh_does_not_join_the_verify_in_flight(
+    gated: World,
+) -> None:
+    entry = gated.add(TOKEN)
+    checker = gated.checker()
+    hasher = gated.hasher
+    assert isinstance(hasher, GatedHasher)
+
+    async def scenario() -> tuple[Decision, Decision]:
+        before = asyncio.create_task(read_catalog(checker))
+        await hasher.wait_for_verify()
+        revoked = replace(
+            entry, revoke_time=datetime.fromtimestamp(NOW, UTC), revision=entry.revision + 1
+        )
+        gated.store.replace(revoked)
+        checker.refresh(revoked)
+        after = asyncio.create_task(read_catalog(checker))
+        await hasher.wait_for_verify()  # a second, fresh verify of the revoked entry
+        hasher.gate.set()
+        return await before, await after
+
+    started_before_revoke, after = run(scenario())
+    assert started_before_revoke.allowed
+    assert after.reason == "revoked"
+    assert hasher.verify_calls == 2
+
+
+# Malformed and invalid requests
+
+
+@pytest.mark.parametrize(
+    ("token", "authorization", "reason"),
+    [
+        ("short", "", "malformed"),
+        ("has white space", "", "malformed"),
+        ("tab\tinside-token", "", "malformed"),
+        ("x" * 513, "", "malformed"),
+        ("", "Basic dXNlcjpwYXNz", "malformed"),
+        ("", "Bearer", "malformed"),
+        ("", "Bearer    ", "malformed"),
+        ("", "Bearer short", "malformed"),
+        ("", f"Token {TOKEN}", "malformed"),
+        ("", "", "missing_token"),
+    ],
+)
+def test_a_malformed_or_missing_token_is_denied_without_any_lookup(
+    world: World, token: str, authorization: str, reason: str
+) -> None:
+    world.add(TOKEN)
+    checker = world.checker()
+    decision = run(checker.check(token, authorization, "catalog", "", 0))
+    assert (decision.allowed, decision.code, decision.http_status, decision.reason) == (
+        False,
+        16,
+        401,
+        reason,
+    )
+    assert world.hasher.verify_calls == 0
+    assert checker.tag_misses == 0
+
+
+@pytest.mark.parametrize(
+    ("plugin", "permission", "action", "field"),
+    [
+        ("", "", 0, "plugin"),
+        ("Catalog", "", 0, "plugin"),
+        ("catalog plugin", "", 0, "plugin"),
+        ("catalog", "catalog..read", 0, "permission"),
+        ("catalog", "catalog.entity.read ", 0, "permission"),
+        ("catalog", "", 9, "action"),
+        ("catalog", "", -1, "action"),
+    ],
+)
+def test_an_invalid_plugin_permission_or_action_raises_invalid_argument_naming_it(
+    world: World, plugin: str, permission: str, action: int, field: str
+) -> None:
+    world.add(TOKEN)
+    checker = world.checker()
+    with pytest.raises(InvalidArgument) as caught:
+        run(checker.check(TOKEN, "", plugin, permission, action))
+    assert [v.field for v in caught.value.violations] == [field]
+    assert TOKEN not in str(caught.value)
+    assert world.hasher.verify_calls == 0
+    assert checker.tag_misses == 0
+
+
+def test_a_request_with_both_token_and_authorization_is_invalid(world: World) -> None:
+    world.add(TOKEN)
+    checker = world.checker()
+    with pytest.raises(InvalidArgument) as caught:
+        run(checker.check(TOKEN, f"Bearer {TOKEN}", "catalog", "", 0))
+    assert [v.field for v in caught.value.violations] == ["authorization"]
+    assert TOKEN not in str(caught.value)
+    assert world.hasher.verify_calls == 0
+
+
+def test_a_store_failure_reaches_the_caller_and_the_next_check_tries_again(
+    world: World,
+) -> None:
+    entry = world.add(TOKEN)
+    checker = world.checker()
+    real_find_tag = world.store.find_tag
+    failures = iter([Unavailable("database is busy")])
+
+    def flaky_find_tag(tag: int) -> list[Entry]:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real_find_tag(tag)
+
+    world.store.find_tag = flaky_find_tag  # type: ignore[method-assign]
+
+    async def scenario() -> Decision:
+        with pytest.raises(Unavailable):
+            await read_catalog(checker)
+        assert checker.cache_size == 0
+        return await read_catalog(checker)
+
+    assert allowed_as(run(scenario()), entry)
+    assert world.hasher.verify_calls == 1
+
+
+# Expiry
+
+
+def test_a_cached_token_stops_working_when_its_entry_expires(world: World) -> None:
+    expires = datetime.fromtimestamp(NOW + 60, UTC)
+    entry = world.add(TOKEN, expire_time=expires)
+    checker = world.checker()
+
+    async def scenario() -> tuple[Decision, Decision]:
+        world.clock.now = NOW + 59.999999
+        just_before = await read_catalog(checker)
+        world.clock.now = NOW + 60
+        return just_before, await read_catalog(checker)
+
+    just_before, at_expiry = run(scenario())
+    assert allowed_as(just_before, entry)
+    assert (at_expiry.code, at_expiry.http_status, at_expiry.reason) == (16, 401, "expired")
+    assert world.hasher.verify_calls == 1
+
+
+# Usage tracking
+
+
+def test_an_allowed_check_is_recorded_as_a_use_and_flushed_to_the_store(world: World) -> None:
+    entry = world.add(TOKEN)
+    checker = world.checker()
+    used_at = datetime.fromtimestamp(NOW, UTC)
+
+    async def scenario() -> None:
+        await read_catalog(checker)
+        assert checker.last_used(entry.id) == used_at
+        assert world.store.get(entry.id).last_used_time is None
+        await checker.flush_usage()
+
+    run(scenario())
+    assert world.store.get(entry.id).last_used_time == used_at
+    assert world.store.get(entry.id).revision == entry.revision
+    assert checker.last_used(entry.id) is None  # nothing pending any more
+
+
+def test_the_latest_of_several_uses_is_the_one_flushed(world: World) -> None:
+    entry = world.add(TOKEN)
+    checker = world.checker()
+
+    async def scenario() -> None:
+        await read_catalog(checker)
+        world.clock.now = NOW + 30
+        await read_catalog(checker)
+        await checker.flush_usage()
+
+    run(scenario())
+    assert world.store.get(entry.id).last_used_time == datetime.fromtimestamp(NOW + 30, UTC)
+
+
+def test_a_scope_denial_counts_as_a_use_but_an_authentication_denial_does_not(
+    world: World,
+) -> None:
+    scoped = world.add(TOKEN, "scoped")
+    revoked = world.add(OTHER_TOKEN, "revoked")
+    world.store.replace(
+        replace(revoked, revoke_time=datetime.fromtimestamp(NOW - 1, UTC), revision=2)
+    )
+    checker = world.checker()
+
+    async def scenario() -> tuple[Decision, Decision]:
+        denied_scope = await checker.check(TOKEN, "", "scaffolder", "", 0)
+        denied_revoked = await checker.check(OTHER_TOKEN, "", "catalog", "", 0)
+        await checker.flush_usage()
+        return denied_scope, denied_revoked
+
+    denied_scope, denied_revoked = run(scenario())
+    assert (denied_scope.http_status, denied_scope.reason) == (403, "plugin_not_allowed")
+    assert (denied_revoked.http_status, denied_revoked.reason) == (401, "revoked")
+    assert world.store.get(scoped.id).last_used_time == datetime.fromtimestamp(NOW, UTC)
+    assert world.store.get(revoked.id).last_used_time is None
+
+
+def test_flushing_with_nothing_pending_writes_nothing(world: World) -> None:
+    entry = world.add(TOKEN)
+    checker = world.checker()
+    run(checker.flush_usage())
+    assert world.store.snapshot() == {entry.id: entry}
+
+
+# Rehashing
+
+
+def test_a_verifier_made_with_weaker_parameters_is_replaced_after_a_successful_check(
+    world: World,
+) -> None:
+    entry = world.add(TOKEN)
+    world.hasher.version = 2  # raise the parameters after the entry was made
+    checker = world.checker()
+
+    assert allowed_as(run(read_catalog(checker)), entry)
+    stored = world.store.get(entry.id)
+    assert stored.verifier != entry.verifier
+    assert stored.verifier.startswith("fake$v2$")
+    assert not world.hasher.needs_rehash(stored.verifier)
+    assert world.hasher.verify(stored.verifier, TOKEN)
+    assert stored.revision == entry.revision
+
+
+def test_a_verifier_with_current_parameters_is_left_alone(world: World) -> None:
+    entry = world.add(TOKEN)
+    checker = world.checker()
+    run(read_catalog(checker))
+    assert world.store.get(entry.id).verifier == entry.verifier
+    assert world.hasher.hash_calls == 1  # only the one that made the entry
+
+
+def test_a_revoked_entry_is_not_rehashed(world: World) -> None:
+    entry = world.add(TOKEN)
+    revoked = replace(entry, revoke_time=datetime.fromtimestamp(NOW - 1, UTC), revision=2)
+    world.store.replace(revoked)
+    world.hasher.version = 2
+    checker = world.checker()
+
+    assert run(read_catalog(checker)).reason == "revoked"
+    assert world.store.get(entry.id).verifier == entry.verifier
