@@ -3,6 +3,7 @@
 
 python3 dev.py serve [flags]   start the service on its embedded default (SQLite in ./data/)
 python3 dev.py test [args]     lint, type-check and run the whole test suite (args go to pytest)
+python3 dev.py bench [--smoke] run the performance benchmark (benchmarks/run.py)
 python3 dev.py gen             regenerate the protobuf code under protos/
 python3 dev.py lock            re-pin requirements.lock from the current environment
 """
@@ -40,7 +41,16 @@ def ensure_venv() -> None:
         return
     print("dev.py: installing pinned dependencies into .venv", file=sys.stderr)
     pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "install", "-c", str(LOCK), "-e", f"{ROOT}[dev]"], check=True)
+    # Quiet unless it fails: setuptools warns about every editable install.
+    install = subprocess.run(
+        [*pip, "install", "-c", str(LOCK), "-e", f"{ROOT}[dev]"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if install.returncode:
+        sys.stderr.write(install.stdout + install.stderr)
+        raise SystemExit(install.returncode)
     STAMP.write_text(wanted)
 
 
@@ -77,7 +87,7 @@ def test(args: list[str]) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in {"serve", "test", "gen", "lock"}:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"serve", "test", "bench", "gen", "lock"}:
         print(__doc__, file=sys.stderr)
         return 2
     command, args = sys.argv[1], sys.argv[2:]
@@ -88,6 +98,8 @@ def main() -> int:
         )
     if command == "gen":
         return gen()
+    if command == "bench":
+        return run(str(BIN / "python"), str(ROOT / "benchmarks" / "run.py"), *args)
     if command == "lock":
         frozen = subprocess.run(
             [str(BIN / "python"), "-m", "pip", "freeze", "--exclude-editable"],

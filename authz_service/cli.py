@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
         "--bootstrap-token-file",
         help="file holding the bootstrap admin token [or AUTHZ_BOOTSTRAP_TOKEN]",
     )
+    run.add_argument(
+        "--metrics-listen", help="HOST:PORT for Prometheus /metrics [AUTHZ_METRICS_LISTEN, off]"
+    )
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR [AUTHZ_LOG_LEVEL, INFO]")
     return parser
 
@@ -44,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bootstrap_token_file=args.bootstrap_token_file,
             log_level=args.log_level,
             environ=os.environ,
+            metrics_listen=args.metrics_listen,
         )
     except SettingsError as exc:
         print(f"authz-service: {exc}", file=sys.stderr)  # noqa: T201 (the CLI's own voice)

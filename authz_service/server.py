@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from authz.v1 import authz_pb2, authz_pb2_grpc
 
 from .adapters import Argon2Hasher, ServerKeyError, SqliteStore, load_or_create_key
+from .adapters.metrics import serve_metrics
 from .api import AdminServicer, AuthzServicer
 from .core.errors import AuthzError
 from .settings import Settings
@@ -72,7 +73,7 @@ async def start(settings: Settings) -> Service:
         raise StartupError(f"cannot use database {settings.db_path}: {exc}") from None
     hash_pool = ThreadPoolExecutor(settings.hash_workers, thread_name_prefix="argon2")
     write_pool = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
-    hasher = Argon2Hasher()
+    hasher = Argon2Hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
     checker = Checker(store, hasher, key, hash_pool, write_pool, cache_size=settings.cache_size)
     admin = Admin(store, hasher, checker, key=key, hash_pool=hash_pool, write_pool=write_pool)
     if settings.bootstrap_token:
@@ -107,6 +108,17 @@ async def start(settings: Settings) -> Service:
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if settings.metrics_listen:
+        try:
+            metrics_port = serve_metrics(settings.metrics_listen, checker)
+        except OSError as exc:
+            await server.stop(None)
+            store.close()
+            raise StartupError(
+                f"cannot serve metrics on {settings.metrics_listen}: {exc.strerror}"
+            ) from None
+        host = settings.metrics_listen.rpartition(":")[0]
+        log.info("metrics on %s:%d", host, metrics_port)
     flusher = asyncio.create_task(_flush_usage_forever(checker))
     return Service(server, port, checker, store, health_servicer, (hash_pool, write_pool), flusher)
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .adapters.argon2_hasher import MEMORY_COST_KIB, TIME_COST
 from .core.rules import token_problem
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -29,6 +30,9 @@ class Settings:
     # repr=False: settings may be logged; the bootstrap token never is.
     bootstrap_token: str = field(default="", repr=False)
     log_level: str = "INFO"
+    metrics_listen: str = ""
+    argon2_time_cost: int = TIME_COST
+    argon2_memory_kib: int = MEMORY_COST_KIB
     cache_size: int = 10_000
     hash_workers: int = max(1, (os.cpu_count() or 2) - 1)
     grace_seconds: float = 10.0
@@ -47,15 +51,15 @@ def load_settings(
     bootstrap_token_file: str | None,
     log_level: str | None,
     environ: Mapping[str, str],
+    metrics_listen: str | None = None,
 ) -> Settings:
     """Settings from flags (when given) over the environment over defaults."""
-    listen = listen or environ.get("AUTHZ_LISTEN") or DEFAULT_LISTEN
-    match = _LISTEN.fullmatch(listen)
-    if match is None or int(match["port"]) > 65535:
-        raise SettingsError(
-            f"AUTHZ_LISTEN/--listen: cannot parse {listen!r}; expected HOST:PORT,"
-            " e.g. 127.0.0.1:50051 or [::1]:50051"
-        )
+    listen = _address(
+        "AUTHZ_LISTEN/--listen", listen or environ.get("AUTHZ_LISTEN") or DEFAULT_LISTEN
+    )
+    metrics = metrics_listen or environ.get("AUTHZ_METRICS_LISTEN") or ""
+    if metrics:
+        _address("AUTHZ_METRICS_LISTEN/--metrics-listen", metrics)
     level = (log_level or environ.get("AUTHZ_LOG_LEVEL") or "INFO").upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError("AUTHZ_LOG_LEVEL/--log-level: must be DEBUG, INFO, WARNING or ERROR")
@@ -66,7 +70,29 @@ def load_settings(
         server_key_file=Path(key_file) if key_file else None,
         bootstrap_token=_bootstrap_token(bootstrap_token_file, environ),
         log_level=level,
+        metrics_listen=metrics,
+        argon2_time_cost=_number(environ, "AUTHZ_ARGON2_TIME_COST", TIME_COST, 1),
+        argon2_memory_kib=_number(environ, "AUTHZ_ARGON2_MEMORY_KIB", MEMORY_COST_KIB, 8),
     )
+
+
+def _address(name: str, value: str) -> str:
+    match = _LISTEN.fullmatch(value)
+    if match is None or int(match["port"]) > 65535:
+        raise SettingsError(
+            f"{name}: cannot parse {value!r}; expected HOST:PORT,"
+            " e.g. 127.0.0.1:50051 or [::1]:50051"
+        )
+    return value
+
+
+def _number(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    text = environ.get(name, "")
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < minimum:
+        raise SettingsError(f"{name}: must be a whole number of at least {minimum}")
+    return int(text)
 
 
 def _bootstrap_token(path: str | None, environ: Mapping[str, str]) -> str:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from authz.v1 import authz_pb2_grpc
 BOOTSTRAP_TOKEN = "bootstrap-admin-token-0123456789"
 ADMIN_METADATA = (("authorization", f"Bearer {BOOTSTRAP_TOKEN}"),)
 SERVING = re.compile(r"serving on (?P<host>\S+):(?P<port>\d+)")
+METRICS = re.compile(r"metrics on (?P<host>\S+):(?P<port>\d+)")
 START_TIMEOUT = 30.0
 
 
@@ -53,6 +55,7 @@ class ServerProcess:
         self.lines: list[str] = []
         self._ready = threading.Event()
         self.port = 0
+        self.metrics_port = 0
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         if not self._ready.wait(START_TIMEOUT) or self.port == 0:
@@ -75,11 +78,20 @@ class ServerProcess:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(line)
+            if metrics := METRICS.search(line):
+                self.metrics_port = int(metrics["port"])
             match = SERVING.search(line)
             if match and not self._ready.is_set():
                 self.port = int(match["port"])
                 self._ready.set()
         self._ready.set()
+
+    def metrics(self) -> str:
+        """The Prometheus text the server serves (needs --metrics-listen)."""
+        assert self.metrics_port, "start the server with --metrics-listen"
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send `sig`, wait for the exit, and return the exit code."""

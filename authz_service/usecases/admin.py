@@ -216,13 +216,13 @@ class Admin:
         if not change.new_token:
             await self._write(self._store.replace, updated)
             self._checker.refresh(updated)
-            return updated
+            return self._with_usage(updated)
         async with self._token_lock:
             verifier, tag = await self._claim(change.new_token, "new_token")
             updated = replace(updated, verifier=verifier, lookup_tag=tag)
             await self._write(self._store.replace, updated)
             self._checker.forget(updated.id)
-        return updated
+        return self._with_usage(updated)
 
     async def revoke(self, authorization: str, entry_id: str, reason: str) -> Entry:
         """Revoke an entry at once; revoking a revoked entry changes nothing."""
@@ -234,7 +234,7 @@ class Admin:
         while True:
             current = self._get(entry_id)
             if current.revoke_time is not None:
-                return current
+                return self._with_usage(current)
             now = self._clock()
             revoked = replace(
                 current,
@@ -248,7 +248,7 @@ class Admin:
             except Aborted:
                 continue  # another admin wrote meanwhile: revoke what is there now
             self._checker.refresh(revoked)
-            return revoked
+            return self._with_usage(revoked)
 
     async def get(self, authorization: str, entry_id: str) -> Entry:
         """One entry, with its latest use."""

@@ -68,6 +68,9 @@ class Checker:
         # Bumped by every invalidation; a verify that started before one is not cached.
         self._generation = 0
         self._last_used: dict[str, float] = {}
+        # Plain counters, read by the metrics collector at scrape time (cheaper than
+        # prometheus-client on the hot path). `answers` counts by reason; "" is ALLOW.
+        self.answers: dict[str, int] = {}
         self.argon2_verifications = 0
         self.tag_misses = 0
 
@@ -81,6 +84,13 @@ class Checker:
             raise invalid("permission", permission_problem(permission) or "")
         if action and action_problem(action) is not None:
             raise invalid("action", action_problem(action) or "")
+        decision = await self._decide(token, authorization, plugin, permission, action)
+        self.answers[decision.reason] = self.answers.get(decision.reason, 0) + 1
+        return decision
+
+    async def _decide(
+        self, token: str, authorization: str, plugin: str, permission: str, action: int
+    ) -> Decision:
         presented = bearer_token(token, authorization)
         if isinstance(presented, Decision):
             return presented
@@ -143,7 +153,14 @@ class Checker:
     async def _resolve(self, digest: bytes, token: str) -> Policy | None:
         flight = self._inflight.get(digest)
         if flight is None:
-            flight = asyncio.create_task(self._verify(digest, token))
+            # The store is read here, before any task exists: a tag that matches nothing (the
+            # common wrong-token case) is answered without scheduling anything.
+            generation = self._generation
+            candidates = self._store.find_tag(lookup_tag(digest))
+            if not candidates:
+                self.tag_misses += 1
+                return None
+            flight = asyncio.create_task(self._verify(digest, token, candidates, generation))
             self._inflight[digest] = flight
             flight.add_done_callback(lambda done: self._land(digest, done))
         # shield: a caller that gives up (deadline) must not cancel the others' verify.
@@ -153,12 +170,9 @@ class Checker:
         if self._inflight.get(digest) is flight:
             del self._inflight[digest]
 
-    async def _verify(self, digest: bytes, token: str) -> Policy | None:
-        generation = self._generation
-        candidates = self._store.find_tag(lookup_tag(digest))
-        if not candidates:
-            self.tag_misses += 1
-            return None
+    async def _verify(
+        self, digest: bytes, token: str, candidates: list[Entry], generation: int
+    ) -> Policy | None:
         loop = asyncio.get_running_loop()
         # Unrevoked entries first: a match there ends the search soonest.
         for entry in sorted(candidates, key=lambda e: e.revoke_time is not None):

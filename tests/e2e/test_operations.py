@@ -32,6 +32,33 @@ def test_reflection_lists_the_services(server: ServerProcess) -> None:
     assert {"authz.v1.AuthzService", "authz.v1.AdminService", "grpc.health.v1.Health"} <= services
 
 
+def test_metrics_count_checks_by_reason_and_argon2_work(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "authz.db", None, "--metrics-listen", "127.0.0.1:0")
+    try:
+        server.admin.CreateEntry(
+            pb.CreateEntryRequest(
+                subject="metered",
+                token="metered-token-123",
+                access_restrictions=[pb.AccessRestriction(plugin="catalog")],
+            ),
+            metadata=ADMIN_METADATA,
+        )
+        for _ in range(3):
+            server.authz.Check(pb.CheckRequest(token="metered-token-123", plugin="catalog"))
+        for n in range(4):
+            server.authz.Check(pb.CheckRequest(token=f"never-issued-{n:04d}", plugin="catalog"))
+        text = server.metrics()
+    finally:
+        server.stop()
+    # Admin calls authenticate through Check too: the create adds one ALLOW.
+    assert 'authz_checks_total{decision="allow",reason="ok"} 4.0' in text
+    assert 'authz_checks_total{decision="deny",reason="unknown_token"} 4.0' in text
+    # One verify for the admin's first call, one for metered's first check; misses cost none.
+    assert "authz_argon2_verifications_total 2.0" in text
+    assert "authz_tag_misses_total 4.0" in text
+    assert "authz_cache_tokens 2.0" in text
+
+
 def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "authz.db")
     # Each create does argon2 work, so the burst is still being served when SIGTERM lands.

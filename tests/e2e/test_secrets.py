@@ -140,8 +140,10 @@ def _database_files(db: Path) -> dict[str, bytes]:
 
 def test_no_token_appears_in_database_wal_log_or_responses(tmp_path: Path) -> None:
     db = tmp_path / "authz.db"
-    server = ServerProcess(db, None, "--log-level", "DEBUG")
+    server = ServerProcess(db, None, "--log-level", "DEBUG", "--metrics-listen", "127.0.0.1:0")
     responses = _exercise(server)
+    metrics = server.metrics()
+    assert "authz_argon2_verifications_total" in metrics
     assert len(responses) > 40
     running = _database_files(db)
     assert any(name.endswith("-wal") for name in running), "expected a live WAL to inspect"
@@ -149,7 +151,7 @@ def test_no_token_appears_in_database_wal_log_or_responses(tmp_path: Path) -> No
     assert _leaks({"responses": b"\n".join(responses)}) == []
     assert _leaks(running) == []
     assert _leaks(_database_files(db)) == []
-    assert _leaks({"log": server.log.encode()}) == []
+    assert _leaks({"log": server.log.encode(), "metrics": metrics.encode()}) == []
     # The checks did find what they were looking for, so the haystacks are not empty.
     assert b"secret-holder" in b"".join(running.values())
     assert "serving on" in server.log

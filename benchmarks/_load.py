@@ -1,0 +1,128 @@
+"""Load generators: h2load for fixed bodies, a Node http2 script for fresh tokens per call."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from authz.v1 import authz_pb2
+
+HERE = Path(__file__).resolve().parent
+CHECK_PATH = "/authz.v1.AuthzService/Check"
+
+
+@dataclass(frozen=True)
+class Load:
+    """One load run's figures."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    failures: int
+
+
+def grpc_body(request: authz_pb2.CheckRequest) -> bytes:
+    """A unary gRPC request body: uncompressed flag, 4-byte big-endian length, message."""
+    message = request.SerializeToString()
+    return b"\0" + struct.pack(">I", len(message)) + message
+
+
+def ensure_h2load() -> str:
+    """The h2load path, installing Debian's nghttp2-client when missing and running as root."""
+    install = ["apt-get", "install", "-y", "-q", "nghttp2-client"]
+    steps = [install, ["apt-get", "update", "-q"], install]
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        for step in steps:
+            if shutil.which("h2load"):
+                break
+            subprocess.run(step, check=False, capture_output=True)
+    found = shutil.which("h2load")
+    if not found:
+        raise RuntimeError("h2load not found: install Debian's nghttp2-client (as root)")
+    return found
+
+
+def h2load(target: str, body: bytes, seconds: float, clients: int = 4, streams: int = 16) -> Load:
+    """Drive Check with one fixed body for `seconds`; latencies from h2load's per-request log."""
+    with tempfile.TemporaryDirectory() as work:
+        body_file, log_file = Path(work) / "body.bin", Path(work) / "requests.log"
+        body_file.write_bytes(body)
+        result = subprocess.run(
+            [
+                ensure_h2load(),
+                "-D",
+                str(seconds),
+                "-c",
+                str(clients),
+                "-m",
+                str(streams),
+                "-d",
+                str(body_file),
+                "-H",
+                "content-type: application/grpc",
+                "-H",
+                "te: trailers",
+                "--log-file",
+                str(log_file),
+                f"http://{target}{CHECK_PATH}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        durations = []
+        failures = 0
+        for line in log_file.read_text().splitlines():
+            _, status, micros = line.split("\t")
+            if status == "200":
+                durations.append(int(micros) / 1000)
+            else:
+                failures += 1
+    if not durations:
+        raise RuntimeError("h2load completed no request:\n" + result.stdout)
+    return _figures(durations, seconds, failures)
+
+
+def node_load(
+    target: str, seconds: float, body: bytes | None = None, clients: int = 4, streams: int = 16
+) -> Load:
+    """Drive Check with Node's http2: a fresh random token per call unless `body` is given."""
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("node not found: the fresh-token flood needs Node.js")
+    with tempfile.TemporaryDirectory() as work:
+        argv = [node, str(HERE / "loadgen.mjs"), "--target", target, "--duration", str(seconds)]
+        argv += ["--connections", str(clients), "--streams", str(streams)]
+        if body is None:
+            argv.append("--random-tokens")
+        else:
+            (Path(work) / "body.bin").write_bytes(body)
+            argv += ["--body", str(Path(work) / "body.bin")]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True)
+    figures = json.loads(out.stdout)
+    return Load(
+        rps=figures["rps"],
+        p50_ms=(figures["p50_us"] or 0) / 1000,
+        p99_ms=(figures["p99_us"] or 0) / 1000,
+        requests=figures["requests"],
+        failures=figures["failures"],
+    )
+
+
+def _figures(durations: list[float], seconds: float, failures: int) -> Load:
+    durations.sort()
+    return Load(
+        rps=len(durations) / seconds,
+        p50_ms=statistics.median(durations),
+        p99_ms=durations[min(len(durations) - 1, int(0.99 * len(durations)))],
+        requests=len(durations),
+        failures=failures,
+    )

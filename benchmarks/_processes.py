@@ -1,0 +1,86 @@
+"""Benchmark processes: the servers under test (real and empty), and their metrics."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+_PORT = re.compile(r"(serving|metrics) on \S+:(\d+)")
+
+
+class Server:
+    """A server process on port 0, with its ports read from its own log lines."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, metrics: bool = False):
+        self.process = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.ports: dict[str, int] = {}
+        self.log: list[str] = []
+        ready = threading.Event()
+        wanted = {"serving", "metrics"} if metrics else {"serving"}
+
+        def read() -> None:
+            assert self.process.stderr is not None
+            for line in self.process.stderr:
+                self.log.append(line)
+                if match := _PORT.search(line):
+                    self.ports[match[1]] = int(match[2])
+                    if wanted <= self.ports.keys():
+                        ready.set()
+            ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not ready.wait(120) or not wanted <= self.ports.keys():
+            self.process.kill()
+            raise RuntimeError("server did not start:\n" + "".join(self.log))
+        self.target = f"127.0.0.1:{self.ports['serving']}"
+
+    @classmethod
+    def authz(cls, db: Path, env: dict[str, str] | None = None) -> Server:
+        """The real service on `db`, with metrics."""
+        argv = [sys.executable, "-m", "authz_service.cli", "serve", "--listen", "127.0.0.1:0"]
+        argv += ["--db", str(db), "--metrics-listen", "127.0.0.1:0", "--log-level", "WARNING"]
+        # WARNING hides the port lines; INFO for those, nothing else is logged per call.
+        argv[-1] = "INFO"
+        return cls(argv, env, metrics=True)
+
+    @classmethod
+    def empty(cls) -> Server:
+        """The empty-handler baseline."""
+        return cls([sys.executable, str(HERE / "empty_server.py"), "--listen", "127.0.0.1:0"])
+
+    def metric(self, name: str) -> float:
+        """One unlabelled metric's current value."""
+        url = f"http://127.0.0.1:{self.ports['metrics']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        raise KeyError(name)
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server process, in MB (10^6 bytes)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kib = int(re.search(r"VmRSS:\s+(\d+) kB", status)[1])  # type: ignore[index]
+        return kib * 1024 / 1e6
+
+    def stop(self) -> None:
+        """SIGTERM, then wait."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()

@@ -1,0 +1,397 @@
+"""The performance benchmark (DESIGN section 7): every figure a ratio against a baseline
+measured in the same run, on this machine, with the same load generator.
+
+    python3 dev.py bench            # the full run (a few minutes)
+    python3 dev.py bench --smoke    # every scenario, tiny sizes, seconds
+
+Prints a table (scenario, calls/s, p50, p99, ratio, target, PASS/FAIL) and writes it as JSON
+(benchmarks/results/latest.json unless --json says otherwise). Exit code 1 if a target fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from _load import Load, grpc_body, h2load, node_load
+from _processes import Server
+from seed import Seeded, new_token, seed
+
+from authz.v1 import authz_pb2
+from authz_client import AsyncAuthzClient, AuthzClient, Restriction
+from authz_service.adapters import Argon2Hasher
+
+ADMIN_TOKEN = new_token()
+CATALOG = [Restriction("catalog", ("catalog.entity.read",), ("read",))]
+
+
+@dataclass
+class Row:
+    """One line of the result table."""
+
+    scenario: str
+    rps: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    ratio: float | None
+    target: str
+    passed: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big a run is."""
+
+    fillers: int
+    decoys: int
+    cached: int
+    seconds: float
+    rounds: int
+
+
+FULL = Sizes(fillers=100_000, decoys=200, cached=10_000, seconds=8, rounds=3)
+SMOKE = Sizes(fillers=2_000, decoys=20, cached=200, seconds=1, rounds=1)
+
+
+def warm_body(tokens: Seeded) -> bytes:
+    """The Check every warm scenario sends: a seeded token, a plugin, permission and action."""
+    return grpc_body(
+        authz_pb2.CheckRequest(
+            token=tokens.warm[0],
+            plugin="catalog",
+            permission="catalog.entity.read",
+            action=authz_pb2.READ,
+        )
+    )
+
+
+def median_load(runs: list[Load]) -> Load:
+    """The run with the median throughput."""
+    return sorted(runs, key=lambda load: load.rps)[len(runs) // 2]
+
+
+def during(load: Callable[[], Load], background: Callable[[threading.Event], None]) -> Load:
+    """Run `background` on a thread while `load` runs; tell it to stop when the load ends."""
+    stop = threading.Event()
+    worker = threading.Thread(target=background, args=(stop,))
+    worker.start()
+    try:
+        return load()
+    finally:
+        stop.set()
+        worker.join()
+
+
+def admin_writes(
+    server: Server, fillers: list[str], per_second: float
+) -> Callable[[threading.Event], None]:
+    """Creates, updates and revokes of other entries, mixed, at `per_second`."""
+
+    def write(stop: threading.Event) -> None:
+        with AuthzClient(server.target, admin_token=ADMIN_TOKEN, timeout=10) as admin:
+            entries, _ = admin.list_entries(page_size=200)
+            others = [e for e in entries if e.subject.startswith("bench-filler-")]
+            n = 0
+            next_at = time.monotonic()
+            while not stop.is_set():
+                kind = n % 3
+                if kind == 0:
+                    admin.create_entry(f"bench-write-{n}", new_token(), restrictions=CATALOG)
+                elif kind == 1:
+                    current = admin.get_entry(others[n % len(others)].id)
+                    admin.update_entry(current.id, current.etag, description=f"write {n}")
+                else:
+                    admin.revoke_entry(others[(n + 100) % len(others)].id, "benchmark")
+                n += 1
+                next_at += 1 / per_second
+                stop.wait(max(0.0, next_at - time.monotonic()))
+
+    return write
+
+
+def cold_checks(server: Server, tokens: list[str]) -> Callable[[threading.Event], None]:
+    """Check every token once, all at once (each costs one argon2 verify on the server)."""
+
+    def run(stop: threading.Event) -> None:
+        async def all_at_once() -> None:
+            async with AsyncAuthzClient(server.target, timeout=120) as client:
+                await asyncio.gather(*(client.check(t, "catalog") for t in tokens))
+
+        asyncio.run(all_at_once())
+
+    return run
+
+
+async def concurrent_checks(target: str, tokens: list[str], concurrency: int) -> None:
+    """Check each token once with at most `concurrency` calls in flight."""
+    gate = asyncio.Semaphore(concurrency)
+    async with AsyncAuthzClient(target, timeout=60) as client:
+
+        async def one(token: str) -> None:
+            async with gate:
+                await client.check(token, "catalog")
+
+        await asyncio.gather(*(one(t) for t in tokens))
+
+
+def run(sizes: Sizes, work: Path) -> list[Row]:
+    """Seed, start the servers, and measure every scenario."""
+    rows: list[Row] = []
+    small = seed(work / "small" / "authz.db", warm=10, fillers=0, decoys=0)
+    large = seed(work / "large" / "authz.db", warm=1, fillers=sizes.fillers, decoys=sizes.decoys)
+    admin_env = {"AUTHZ_BOOTSTRAP_TOKEN": ADMIN_TOKEN}
+    empty = Server.empty()
+    s10 = Server.authz(work / "small" / "authz.db", admin_env)
+    s100k = Server.authz(work / "large" / "authz.db", admin_env)
+    servers = [empty, s10, s100k]
+    try:
+        for server, tokens in ((s10, small), (s100k, large)):
+            with AuthzClient(server.target, timeout=10) as client:
+                assert client.check(
+                    tokens.warm[0], "catalog", "catalog.entity.read", "read"
+                ).allowed
+
+        # Throughput: floor, 10 entries and 100k entries, interleaved so drift hits all alike.
+        floor, warm10, warm100k = [], [], []
+        for _ in range(sizes.rounds):
+            floor.append(h2load(empty.target, warm_body(small), sizes.seconds))
+            warm10.append(h2load(s10.target, warm_body(small), sizes.seconds))
+            warm100k.append(h2load(s100k.target, warm_body(large), sizes.seconds))
+        base, w10, w100k = median_load(floor), median_load(warm10), median_load(warm100k)
+        rows.append(
+            Row(
+                "empty-handler server (floor)",
+                base.rps,
+                base.p50_ms,
+                base.p99_ms,
+                1.0,
+                "baseline",
+                True,
+                "h2load",
+            )
+        )
+        rows.append(_ratio_row("warm Check, 10 entries", w10, w10.rps / base.rps, 0.90))
+        rows.append(
+            _ratio_row(
+                "warm Check, 100k entries", w100k, w100k.rps / w10.rps, 0.95, "vs 10 entries"
+            )
+        )
+
+        # Invalid-token flood: a fresh random token per call (Node http2), its own floor.
+        verified = s100k.metric("authz_argon2_verifications_total")
+        misses = s100k.metric("authz_tag_misses_total")
+        node_floor, flood = [], []
+        for _ in range(sizes.rounds):
+            node_floor.append(node_load(empty.target, sizes.seconds))
+            flood.append(node_load(s100k.target, sizes.seconds))
+        nbase, nflood = median_load(node_floor), median_load(flood)
+        extra_verifies = s100k.metric("authz_argon2_verifications_total") - verified
+        missed = s100k.metric("authz_tag_misses_total") - misses
+        rows.append(
+            Row(
+                "empty-handler server (node floor)",
+                nbase.rps,
+                nbase.p50_ms,
+                nbase.p99_ms,
+                nbase.rps / base.rps,
+                "vs h2load floor",
+                True,
+                "node load generator",
+            )
+        )
+        ratio = nflood.rps / nbase.rps
+        rows.append(
+            Row(
+                "invalid-token flood, fresh token per call",
+                nflood.rps,
+                nflood.p50_ms,
+                nflood.p99_ms,
+                ratio,
+                ">= 0.90, 0 argon2",
+                ratio >= 0.90 and extra_verifies == 0 and missed >= sum(f.requests for f in flood),
+                f"{int(extra_verifies)} argon2 verifies, {int(missed)} tag misses",
+            )
+        )
+
+        # Latency under admin writes and under a burst of colliding cold checks.
+        idle = w100k
+        seconds = max(sizes.seconds, 4)
+        writes = during(
+            lambda: h2load(s100k.target, warm_body(large), seconds),
+            admin_writes(s100k, large.fillers, 10),
+        )
+        rows.append(_p99_row("warm Check during 10 admin writes/s", writes, idle))
+        verified = s100k.metric("authz_argon2_verifications_total")
+        collided = during(
+            lambda: h2load(s100k.target, warm_body(large), max(seconds, 8)),
+            cold_checks(s100k, large.decoys),
+        )
+        extra_verifies = s100k.metric("authz_argon2_verifications_total") - verified
+        row = _p99_row(
+            f"warm Check during {len(large.decoys)} colliding cold checks", collided, idle
+        )
+        row.passed = row.passed and extra_verifies == len(large.decoys)
+        row.note += f", {int(extra_verifies)} argon2 verifies"
+        rows.append(row)
+
+        # Single flight and the cost of one cold check.
+        rows += _cold_rows(s100k)
+    finally:
+        for server in servers:
+            server.stop()
+    rows.append(_memory_row(work / "large" / "authz.db", large, sizes.cached))
+    return rows
+
+
+def _cold_rows(server: Server) -> list[Row]:
+    with AuthzClient(server.target, admin_token=ADMIN_TOKEN, timeout=10) as admin:
+        fresh, shared = new_token(), new_token()
+        admin.create_entry("bench-cold", fresh, restrictions=CATALOG)
+        admin.create_entry("bench-single-flight", shared, restrictions=CATALOG)
+        before = server.metric("authz_argon2_verifications_total")
+        started = time.perf_counter()
+        assert admin.check(fresh, "catalog", "catalog.entity.read", "read").allowed
+        cold_ms = (time.perf_counter() - started) * 1000
+        one = server.metric("authz_argon2_verifications_total") - before
+    asyncio.run(concurrent_checks(server.target, [shared] * 50, 50))
+    flights = server.metric("authz_argon2_verifications_total") - before - one
+    hasher = Argon2Hasher()
+    verifier = hasher.hash(fresh)
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        hasher.verify(verifier, fresh)
+        timings.append((time.perf_counter() - started) * 1000)
+    verify_ms = statistics.median(timings)
+    return [
+        Row(
+            "50 concurrent cold checks of one new token",
+            None,
+            None,
+            None,
+            flights,
+            "1 argon2",
+            flights == 1,
+            f"{int(flights)} argon2 verifies",
+        ),
+        Row(
+            "cold Check (first use of a token)",
+            None,
+            cold_ms,
+            cold_ms,
+            one,
+            "1 argon2, 20-60 ms",
+            one == 1 and 20 <= verify_ms <= 60,
+            f"one argon2id verify: {verify_ms:.1f} ms (median of 5)",
+        ),
+    ]
+
+
+def _memory_row(db: Path, tokens: Seeded, cached: int) -> Row:
+    # Fillers carry cheap verifiers; matching server parameters stops them being rehashed.
+    cheap = {"AUTHZ_ARGON2_TIME_COST": "1", "AUTHZ_ARGON2_MEMORY_KIB": "8"}
+    server = Server.authz(db, cheap)
+    try:
+        asyncio.run(concurrent_checks(server.target, tokens.fillers[:cached], 64))
+        # A few full-cost verifies, so argon2's 19 MiB working memory is counted too.
+        asyncio.run(concurrent_checks(server.target, tokens.decoys[:4], 4))
+        held = server.metric("authz_cache_tokens")
+        rss = server.rss_mb()
+    finally:
+        server.stop()
+    entries = len(tokens.fillers) + len(tokens.decoys) + len(tokens.warm)
+    return Row(
+        f"server RSS, {entries} entries, {int(held)} cached tokens",
+        None,
+        None,
+        None,
+        rss,
+        "<= 150 MB",
+        rss <= 150 and held >= cached,
+        f"{rss:.0f} MB",
+    )
+
+
+def _ratio_row(name: str, load: Load, ratio: float, floor: float, against: str = "vs floor") -> Row:
+    return Row(
+        name,
+        load.rps,
+        load.p50_ms,
+        load.p99_ms,
+        ratio,
+        f">= {floor:.2f} {against}",
+        ratio >= floor and load.failures == 0,
+    )
+
+
+def _p99_row(name: str, load: Load, idle: Load) -> Row:
+    ratio = load.p99_ms / idle.p99_ms
+    return Row(
+        name,
+        load.rps,
+        load.p50_ms,
+        load.p99_ms,
+        ratio,
+        "p99 <= 2.0 x idle",
+        ratio <= 2.0 and load.failures == 0,
+        f"idle p99 {idle.p99_ms:.2f} ms",
+    )
+
+
+def table(rows: list[Row]) -> str:
+    """The rows as an aligned text table."""
+    header = ("scenario", "calls/s", "p50 ms", "p99 ms", "ratio", "target", "result", "note")
+    lines = [header] + [
+        (
+            r.scenario,
+            "" if r.rps is None else f"{r.rps:,.0f}",
+            "" if r.p50_ms is None else f"{r.p50_ms:.2f}",
+            "" if r.p99_ms is None else f"{r.p99_ms:.2f}",
+            "" if r.ratio is None else f"{r.ratio:.2f}",
+            r.target,
+            "PASS" if r.passed else "FAIL",
+            r.note,
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: checks every scenario runs"
+    )
+    parser.add_argument(
+        "--json", type=Path, default=Path(__file__).parent / "results" / "latest.json"
+    )
+    args = parser.parse_args()
+    sizes = SMOKE if args.smoke else FULL
+    with tempfile.TemporaryDirectory(prefix="authz-bench-") as work:
+        rows = run(sizes, Path(work))
+    print(table(rows))  # noqa: T201 (the benchmark's report)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps({"sizes": asdict(sizes), "rows": [asdict(r) for r in rows]}, indent=2)
+    )
+    return 0 if all(r.passed for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""`python -m authz_admin`: the same as `authz-admin`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

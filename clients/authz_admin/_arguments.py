@@ -1,0 +1,316 @@
+"""The command line's grammar: commands, flags, and the compact restriction form.
+
+Pure: parsing reads no files, environment or network, so it is tested without I/O.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from authz_client import ACTIONS, KEEP, Restriction
+
+from ._failures import UsageError
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_TIMEOUT = 5.0
+RESTRICTION_FORM = "PLUGIN[:PERM1,PERM2[:ACTION1,ACTION2]]"
+
+_DESCRIPTION = """\
+Manage the authorization service's entries (one static external access token each) and test
+tokens with Check. Tokens are read from stdin or --token-file, never from a flag value.
+
+exit codes: 0 success, 1 check answered DENY, 2 usage error or invalid request,
+3 no such entry, 4 admin token missing or refused, 5 no server answered,
+6 conflict (subject or token taken, stale etag, revoked entry)"""
+
+_RESTRICTION_HELP = (
+    "let the token reach PLUGIN, optionally only these permissions and actions "
+    "(create, read, update, delete); empty means any: catalog, "
+    "catalog:catalog.entity.read:read, catalog::read. Repeat for more plugins."
+)
+
+
+def restriction(text: str) -> Restriction:
+    """A restriction in the compact form `PLUGIN[:PERM1,PERM2[:ACTION1,ACTION2]]`."""
+    try:
+        parsed = Restriction.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not parsed.plugin:
+        raise argparse.ArgumentTypeError(f"{text!r}: the PLUGIN in {RESTRICTION_FORM} is missing")
+    return parsed
+
+
+def expiry(text: str) -> datetime:
+    """An ISO 8601 date or time; one without a UTC offset is taken as UTC."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not ISO 8601: use e.g. 2030-01-31 or 2030-01-31T12:00:00Z"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def seconds(text: str) -> float:
+    """A positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def action(text: str) -> str:
+    """One lowercase action name."""
+    if text.lower() not in ACTIONS:
+        raise argparse.ArgumentTypeError(f"{text!r}: use one of {', '.join(ACTIONS)}")
+    return text.lower()
+
+
+class RefuseTokenFlag(argparse.Action):
+    """A hidden `--token`/`--admin-token` that explains why tokens never come from flags.
+
+    The usage error does not repeat the value, so the token is not echoed back either.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        """Stop with a usage error (exit 2) naming the safe ways in."""
+        ways = "stdin or --token-file FILE"
+        if option_string == "--admin-token":
+            ways = "AUTHZ_ADMIN_TOKEN or --admin-token-file FILE"
+        parser.error(
+            f"{option_string} is refused: a flag value shows in `ps` and shell history; "
+            f"give the token through {ways}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What an entry may reach: its restrictions, and whether it is unrestricted."""
+
+    restrictions: tuple[Restriction, ...]
+    unrestricted: bool
+
+
+def access_of(args: argparse.Namespace) -> Access | None:
+    """The access given by --allow and --unrestricted, or None when neither was given."""
+    allowed: list[Restriction] = args.allow or []
+    if not allowed and not args.unrestricted:
+        return None
+    return Access(tuple(allowed), bool(args.unrestricted))
+
+
+_UPDATABLE = ("description", "restrictions", "unrestricted", "expire_time")
+
+
+def update_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments for `AuthzClient.update_entry`: only what the flags change.
+
+    --allow and --unrestricted together replace the entry's whole access: an entry updated
+    with only --allow becomes restricted to exactly those plugins.
+    """
+    fields: dict[str, Any] = {}
+    access = access_of(args)
+    if access is not None:
+        fields["restrictions"] = access.restrictions
+        fields["unrestricted"] = access.unrestricted
+    if args.description is not None:
+        fields["description"] = args.description
+    if args.no_expiry:
+        fields["expire_time"] = None
+    elif args.expires is not None:
+        fields["expire_time"] = args.expires
+    if not fields:
+        raise UsageError(
+            "nothing to change: give --allow, --unrestricted, --description, --expires or "
+            "--no-expiry (rotate the token with `authz-admin rotate`)"
+        )
+    return {name: fields.get(name, KEEP) for name in _UPDATABLE}
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed command line; argparse exits 2 on a usage error.
+
+    The common flags work before or after the command name; unset ones are filled with
+    None or False here (the environment is read by the caller).
+    """
+    args = build_parser().parse_args(argv)
+    for name, unset in (
+        ("json", False),
+        ("target", None),
+        ("timeout", None),
+        ("admin_token_file", None),
+    ):
+        if not hasattr(args, name):
+            setattr(args, name, unset)
+    return args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `authz-admin` argument parser."""
+    output = _common_flags(json=True)
+    connection = _common_flags(connection=True)
+    admin = _common_flags(admin=True)
+    parser = argparse.ArgumentParser(
+        prog="authz-admin",
+        description=_DESCRIPTION,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[output, connection, admin],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # No abbreviations: `--token X` must never quietly mean `--token-file X`.
+    add = functools.partial(commands.add_parser, allow_abbrev=False)
+    admin_parents = [output, connection, admin]
+
+    add(
+        "gen-token",
+        parents=[output],
+        help="print a new random token (24 random bytes, base64)",
+        description="Print a new random token: 24 random bytes from `secrets`, base64.",
+    )
+
+    create = add(
+        "create",
+        parents=admin_parents,
+        help="create an entry for a token read from stdin, --token-file or --generate",
+    )
+    create.add_argument("subject", help="the entry's purpose and name (no whitespace)")
+    _access_flags(create)
+    create.add_argument("--description", default="", help="free text about the entry")
+    create.add_argument(
+        "--expires", type=expiry, metavar="WHEN", help="ISO 8601 expiry (UTC if no offset)"
+    )
+    _new_token_flags(create)
+
+    add("get", parents=admin_parents, help="show one entry").add_argument(
+        "entry", help="the entry's id or subject"
+    )
+
+    listing = add("list", parents=admin_parents, help="list entries")
+    listing.add_argument(
+        "--all",
+        "--include-revoked",
+        dest="include_revoked",
+        action="store_true",
+        help="include revoked entries",
+    )
+
+    update = add(
+        "update",
+        parents=admin_parents,
+        help="change an entry's access, description or expiry",
+        description="Change an entry. --allow/--unrestricted replace its whole access.",
+    )
+    update.add_argument("entry", help="the entry's id or subject")
+    _access_flags(update)
+    update.add_argument("--description", help="new description ('' clears it)")
+    expiring = update.add_mutually_exclusive_group()
+    expiring.add_argument(
+        "--expires", type=expiry, metavar="WHEN", help="ISO 8601 expiry (UTC if no offset)"
+    )
+    expiring.add_argument("--no-expiry", action="store_true", help="remove the expiry")
+    _etag_flag(update)
+
+    rotate = add(
+        "rotate",
+        parents=admin_parents,
+        help="replace an entry's token (stdin, --token-file or --generate)",
+    )
+    rotate.add_argument("entry", help="the entry's id or subject")
+    _new_token_flags(rotate)
+    _etag_flag(rotate)
+
+    revoke = add("revoke", parents=admin_parents, help="revoke an entry's token at once")
+    revoke.add_argument("entry", help="the entry's id or subject")
+    revoke.add_argument("--reason", default="", help="why, kept for audit")
+
+    check = add(
+        "check",
+        parents=[output, connection],
+        help="ask Check whether a token (stdin or --token-file) may reach PLUGIN",
+        description="Ask Check about a token read from stdin or --token-file: the raw "
+        "token or a whole 'Bearer <token>' header value. Exits 1 on DENY.",
+    )
+    check.add_argument("plugin", help="the plugin id, e.g. catalog")
+    check.add_argument("--permission", help="a permission name, e.g. catalog.entity.read")
+    check.add_argument("--action", type=action, help=f"one of {', '.join(ACTIONS)}")
+    check.add_argument("--token-file", metavar="FILE", help="read the token from FILE")
+    check.add_argument("--token", action=RefuseTokenFlag, help=argparse.SUPPRESS)
+    return parser
+
+
+def _common_flags(
+    *, json: bool = False, connection: bool = False, admin: bool = False
+) -> argparse.ArgumentParser:
+    # SUPPRESS keeps a flag given before the command from being reset by the subcommand's
+    # parser, which knows the same flag.
+    flags = argparse.ArgumentParser(
+        add_help=False, allow_abbrev=False, argument_default=argparse.SUPPRESS
+    )
+    if json:
+        flags.add_argument("--json", action="store_true", help="print JSON for scripts")
+    if connection:
+        flags.add_argument(
+            "--target", metavar="HOST:PORT", help=f"the server [AUTHZ_TARGET, {DEFAULT_TARGET}]"
+        )
+        flags.add_argument(
+            "--timeout",
+            type=seconds,
+            metavar="SECONDS",
+            help=f"deadline of each call [{DEFAULT_TIMEOUT:g}]",
+        )
+    if admin:
+        flags.add_argument(
+            "--admin-token-file",
+            metavar="FILE",
+            help="file holding the admin token [or AUTHZ_ADMIN_TOKEN]",
+        )
+        flags.add_argument("--admin-token", action=RefuseTokenFlag, help=argparse.SUPPRESS)
+    return flags
+
+
+def _access_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow",
+        action="append",
+        type=restriction,
+        metavar=RESTRICTION_FORM,
+        help=_RESTRICTION_HELP,
+    )
+    parser.add_argument(
+        "--unrestricted",
+        action="store_true",
+        help="let the token reach every plugin but authz (avoid: least privilege)",
+    )
+
+
+def _new_token_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token", action=RefuseTokenFlag, help=argparse.SUPPRESS)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--token-file", metavar="FILE", help="read the new token from FILE")
+    source.add_argument(
+        "--generate",
+        action="store_true",
+        help="generate the token and print it once (it can never be shown again)",
+    )
+
+
+def _etag_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--etag", help="the etag the entry must still have (default: the one just read)"
+    )

@@ -1,0 +1,141 @@
+"""What the command line shows: aligned tables for people, JSON with stable keys for scripts.
+
+Results go to stdout; warnings and errors to stderr. Timestamps are ISO 8601 in UTC. Nothing
+here prints a token except `token` and `entry(..., token=...)`, which the commands call only
+for `gen-token` and `--generate`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from authz_client import CheckResult, Entry
+
+from ._failures import CommandError
+
+LIST_COLUMNS = ("ID", "SUBJECT", "STATE", "RESTRICTIONS", "EXPIRES", "LAST USED")
+NONE = "-"
+
+
+def when(moment: datetime | None, empty: str = NONE) -> str:
+    """A timestamp for people: ISO 8601 in UTC to the second, or `empty`."""
+    if moment is None:
+        return empty
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def access(entry: Entry) -> list[str]:
+    """The entry's access in the compact `--allow` form, one item per restriction."""
+    items = [str(r) for r in entry.restrictions]
+    return ["UNRESTRICTED", *items] if entry.unrestricted else items
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as left-aligned columns two spaces apart, without trailing blanks."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        + "\n"
+        for row in rows
+    )
+
+
+def check_dict(result: CheckResult) -> dict[str, Any]:
+    """Check's answer as JSON-ready data with stable keys."""
+    return {
+        "decision": "ALLOW" if result.allowed else "DENY",
+        "allowed": result.allowed,
+        "http_status": result.http_status,
+        "reason": result.reason,
+        "subject": result.subject,
+        "entry_id": result.entry_id,
+    }
+
+
+class Output:
+    """Writes results in the chosen format to `stdout`, and messages to `stderr`."""
+
+    def __init__(self, stdout: TextIO, stderr: TextIO, *, as_json: bool) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+        self.as_json = as_json
+
+    def entry(self, entry: Entry, token: str | None = None) -> None:
+        """One entry; with `token`, the just generated token too (its only showing)."""
+        if self.as_json:
+            data = entry.to_dict()
+            if token is not None:
+                data["token"] = token
+            self._json(data)
+            return
+        items = access(entry) or [NONE]
+        rows = [
+            ("id", entry.id),
+            ("subject", entry.subject),
+            ("description", entry.description or NONE),
+            ("state", entry.state),
+            ("access", items[0]),
+            *(("", item) for item in items[1:]),
+            ("created", when(entry.create_time)),
+            ("updated", when(entry.update_time)),
+            ("expires", when(entry.expire_time, "never")),
+            ("last used", when(entry.last_used_time, "never")),
+        ]
+        if entry.revoke_time is not None:
+            rows += [("revoked", when(entry.revoke_time)), ("reason", entry.revoke_reason or NONE)]
+        rows.append(("etag", entry.etag))
+        if token is not None:
+            rows.append(("token", token))
+        self.stdout.write(table(rows))
+
+    def entries(self, entries: Sequence[Entry]) -> None:
+        """A list of entries: a table, or a JSON array."""
+        if self.as_json:
+            self._json([e.to_dict() for e in entries])
+            return
+        rows = [LIST_COLUMNS] + [
+            (
+                e.id,
+                e.subject,
+                e.state,
+                " ".join(access(e)) or NONE,
+                when(e.expire_time, "never"),
+                when(e.last_used_time, "never"),
+            )
+            for e in entries
+        ]
+        self.stdout.write(table(rows))
+
+    def check(self, result: CheckResult) -> None:
+        """Check's answer: decision, HTTP status, reason, and who on ALLOW."""
+        if self.as_json:
+            self._json(check_dict(result))
+        elif result.allowed:
+            self.stdout.write(
+                f"ALLOW  {result.http_status}  subject {result.subject} (entry {result.entry_id})\n"
+            )
+        else:
+            self.stdout.write(f"DENY  {result.http_status}  {result.reason}\n")
+
+    def token(self, token: str) -> None:
+        """A token from `gen-token`."""
+        if self.as_json:
+            self._json({"token": token})
+        else:
+            self.stdout.write(token + "\n")
+
+    def warn(self, message: str) -> None:
+        """A warning on stderr."""
+        self.stderr.write(f"authz-admin: warning: {message}\n")
+
+    def error(self, failure: CommandError) -> None:
+        """An error on stderr: what went wrong and what to do next, then any details."""
+        self.stderr.write(f"authz-admin: error: {failure.message}\n")
+        for detail in failure.details:
+            self.stderr.write(f"  {detail}\n")
+
+    def _json(self, data: Any) -> None:
+        self.stdout.write(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,61 @@
+"""Client library for the authorization service: `check` for backend services, the admin
+calls for tools, and server interceptors that guard a Python gRPC backend.
+
+    from authz_client import AuthzClient
+
+    with AuthzClient("127.0.0.1:50051") as authz:
+        result = authz.check(request_authorization_header, "catalog", "catalog.entity.read", "read")
+        if not result.allowed:
+            ...  # answer result.http_status (401 or 403)
+"""
+
+from ._errors import (
+    Aborted,
+    AlreadyExists,
+    AuthzClientError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ServerError,
+    Unauthenticated,
+    Unavailable,
+)
+from ._model import ACTIONS, CheckResult, Entry, Restriction
+from ._requests import KEEP
+from .aio import AsyncAuthzClient
+from .client import AuthzClient
+from .interceptor import (
+    AsyncAuthzServerInterceptor,
+    AuthzServerInterceptor,
+    MethodRule,
+    current_identity,
+)
+
+__all__ = [
+    "ACTIONS",
+    "KEEP",
+    "Aborted",
+    "AlreadyExists",
+    "AsyncAuthzClient",
+    "AsyncAuthzServerInterceptor",
+    "AuthzClient",
+    "AuthzClientError",
+    "AuthzServerInterceptor",
+    "CheckResult",
+    "DeadlineExceeded",
+    "Entry",
+    "FailedPrecondition",
+    "FieldViolation",
+    "InvalidArgument",
+    "MethodRule",
+    "NotFound",
+    "PermissionDenied",
+    "Restriction",
+    "ServerError",
+    "Unauthenticated",
+    "Unavailable",
+    "current_identity",
+]

@@ -1,0 +1,48 @@
+"""A smoke run of the benchmark: every scenario runs, and the counts that are not timings hold.
+
+The speed targets themselves are judged by `python3 dev.py bench`, not here: this machine is
+shared and noisy, and a timed unit test would be either flaky or toothless.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = (
+    "empty-handler server (floor)",
+    "warm Check, 10 entries",
+    "warm Check, 100k entries",
+    "empty-handler server (node floor)",
+    "invalid-token flood, fresh token per call",
+    "warm Check during 10 admin writes/s",
+    "warm Check during 20 colliding cold checks",
+    "50 concurrent cold checks of one new token",
+    "cold Check (first use of a token)",
+    "server RSS",
+)
+
+
+def test_every_benchmark_scenario_runs_and_tag_misses_cost_no_argon2(tmp_path: Path) -> None:
+    out = tmp_path / "smoke.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.exists(), result.stdout + result.stderr
+    rows = {row["scenario"]: row for row in json.loads(out.read_text())["rows"]}
+    for name in SCENARIOS:
+        assert any(scenario.startswith(name) for scenario in rows), f"{name} did not run"
+    flood = rows["invalid-token flood, fresh token per call"]
+    assert flood["note"].startswith("0 argon2 verifies"), flood
+    assert flood["rps"] > 0
+    assert rows["50 concurrent cold checks of one new token"]["passed"]
+    assert rows["cold Check (first use of a token)"]["ratio"] == 1
+    assert "20 argon2 verifies" in rows["warm Check during 20 colliding cold checks"]["note"]
+    assert "scenario" in result.stdout  # the table was printed

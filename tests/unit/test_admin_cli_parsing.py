@@ -1,0 +1,303 @@
+"""`authz-admin`'s grammar, with no I/O: flags, the compact restriction form, token text, and
+naming an entry by id or subject."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from authz_admin._arguments import parse_arguments, restriction, update_fields
+from authz_admin._entries import by_subject, looks_like_id
+from authz_admin._failures import EntryNotFound, ExitCode, Situation, UsageError, explain
+from authz_admin._secrets import generate_token, read_token, strip_one_newline
+from authz_client import (
+    ACTIONS,
+    KEEP,
+    Aborted,
+    AlreadyExists,
+    AuthzClientError,
+    DeadlineExceeded,
+    Entry,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Restriction,
+    ServerError,
+    Unauthenticated,
+    Unavailable,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("catalog", Restriction("catalog")),
+        ("catalog:catalog.entity.read", Restriction("catalog", ("catalog.entity.read",))),
+        (
+            "catalog:catalog.entity.read:read",
+            Restriction("catalog", ("catalog.entity.read",), ("read",)),
+        ),
+        ("catalog::read,UPDATE", Restriction("catalog", (), ("read", "update"))),
+        ("catalog:a.b,c.d", Restriction("catalog", ("a.b", "c.d"))),
+    ],
+)
+def test_the_compact_restriction_form_reads_plugin_permissions_and_actions(
+    text: str, expected: Restriction
+) -> None:
+    assert restriction(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", ":catalog.entity.read", "::read", "catalog::fly", "a:b:c:d"])
+def test_a_restriction_without_a_plugin_or_with_a_bad_action_or_part_is_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        restriction(text)
+
+
+words = st.from_regex(r"[a-z][a-z0-9]{0,8}(\.[a-z][a-z0-9]{0,8}){0,2}", fullmatch=True)
+
+
+@given(
+    plugin=st.from_regex(r"[a-z][a-z0-9_-]{0,10}", fullmatch=True),
+    permissions=st.lists(words, max_size=3, unique=True),
+    actions=st.lists(st.sampled_from(ACTIONS), max_size=4, unique=True),
+)
+def test_a_restriction_printed_in_compact_form_reads_back_the_same(
+    plugin: str, permissions: list[str], actions: list[str]
+) -> None:
+    written = Restriction(plugin, tuple(permissions), tuple(actions))
+    assert restriction(str(written)) == written
+
+
+def test_allow_is_repeatable_and_keeps_its_order() -> None:
+    args = parse_arguments(["create", "sync", "--allow", "catalog::read", "--allow", "events"])
+    assert args.allow == [Restriction("catalog", (), ("read",)), Restriction("events")]
+    assert args.unrestricted is False
+
+
+def test_common_flags_work_before_and_after_the_command() -> None:
+    before = parse_arguments(["--json", "--target", "h:1", "--timeout", "2.5", "list"])
+    after = parse_arguments(["list", "--json", "--target", "h:1", "--timeout", "2.5"])
+    for args in (before, after):
+        assert (args.json, args.target, args.timeout) == (True, "h:1", 2.5)
+
+
+def test_unset_common_flags_are_left_for_the_environment_to_fill() -> None:
+    args = parse_arguments(["get", "sync"])
+    assert (args.json, args.target, args.timeout, args.admin_token_file) == (
+        False,
+        None,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["create", "sync", "--allow", "catalog", "--token", "a-secret-token-value"],
+        ["rotate", "sync", "--token=a-secret-token-value"],
+        ["check", "catalog", "--token", "a-secret-token-value"],
+        ["--admin-token", "a-secret-token-value", "list"],
+        ["list", "--admin-token", "a-secret-token-value"],
+    ],
+)
+def test_a_token_given_as_a_flag_value_is_refused_without_echoing_it(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_arguments(argv)
+    assert exit_.value.code == ExitCode.USAGE
+    said = capsys.readouterr()
+    assert "shell history" in said.err
+    assert "a-secret-token-value" not in said.out + said.err
+
+
+def test_flags_are_never_abbreviated_so_token_cannot_mean_token_file() -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_arguments(["check", "catalog", "--token-f", "path"])
+    assert exit_.value.code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["create", "sync", "--allow", "catalog", "--token-file", "f", "--generate"],
+        ["update", "sync", "--expires", "2030-01-01", "--no-expiry"],
+        ["list", "--timeout", "0"],
+        ["list", "--timeout", "soon"],
+        ["update", "sync", "--expires", "next tuesday"],
+        ["check", "catalog", "--action", "fly"],
+        ["check"],
+        ["revoke"],
+    ],
+)
+def test_contradictory_or_malformed_flags_are_usage_errors(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_arguments(argv)
+    assert exit_.value.code == ExitCode.USAGE
+    assert "error:" in capsys.readouterr().err
+
+
+def test_an_expiry_without_an_offset_is_taken_as_utc() -> None:
+    naive = parse_arguments(["update", "sync", "--expires", "2030-01-31T12:00:00"]).expires
+    zulu = parse_arguments(["update", "sync", "--expires", "2030-01-31T12:00:00Z"]).expires
+    offset = parse_arguments(["update", "sync", "--expires", "2030-01-31T14:00:00+02:00"]).expires
+    assert naive == zulu == offset == datetime(2030, 1, 31, 12, tzinfo=UTC)
+    assert offset.utcoffset() == timezone(timedelta(hours=2)).utcoffset(None)
+
+
+def test_an_update_keeps_every_field_no_flag_names() -> None:
+    fields = update_fields(parse_arguments(["update", "sync", "--description", ""]))
+    assert fields == {
+        "description": "",
+        "restrictions": KEEP,
+        "unrestricted": KEEP,
+        "expire_time": KEEP,
+    }
+
+
+def test_allow_in_an_update_replaces_the_whole_access_and_clears_unrestricted() -> None:
+    fields = update_fields(parse_arguments(["update", "sync", "--allow", "catalog::read"]))
+    assert fields["restrictions"] == (Restriction("catalog", (), ("read",)),)
+    assert fields["unrestricted"] is False
+
+
+def test_unrestricted_in_an_update_drops_restrictions_not_listed_beside_it() -> None:
+    fields = update_fields(parse_arguments(["update", "sync", "--unrestricted"]))
+    assert (fields["restrictions"], fields["unrestricted"]) == ((), True)
+
+
+def test_no_expiry_clears_the_expiry_and_expires_sets_it() -> None:
+    cleared = update_fields(parse_arguments(["update", "sync", "--no-expiry"]))
+    assert cleared["expire_time"] is None
+    set_ = update_fields(parse_arguments(["update", "sync", "--expires", "2030-01-31"]))
+    assert set_["expire_time"] == datetime(2030, 1, 31, tzinfo=UTC)
+
+
+def test_an_update_with_nothing_to_change_is_a_usage_error() -> None:
+    with pytest.raises(UsageError) as failure:
+        update_fields(parse_arguments(["update", "sync", "--etag", "r1"]))
+    assert failure.value.exit_code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize(
+    ("text", "token"),
+    [
+        ("tok\n", "tok"),
+        ("tok\r\n", "tok"),
+        ("tok\n\n", "tok\n"),
+        ("tok", "tok"),
+        (" tok \n", " tok "),
+    ],
+)
+def test_exactly_one_trailing_newline_is_stripped(text: str, token: str) -> None:
+    assert strip_one_newline(text) == token
+
+
+def test_a_token_is_read_from_piped_stdin() -> None:
+    token = read_token(None, io.StringIO("piped-token-1\n"), what="new token", confirm=True)
+    assert token == "piped-token-1"
+
+
+def test_empty_token_input_is_a_usage_error_that_names_the_ways_in() -> None:
+    with pytest.raises(UsageError) as failure:
+        read_token(None, io.StringIO("\n"), what="token to check", confirm=False)
+    assert "--token-file" in failure.value.message
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_at_a_terminal_a_new_token_is_asked_twice_and_must_match() -> None:
+    def asking(*answers: str) -> Callable[[str], str]:
+        replies = iter(answers)
+        return lambda _prompt: next(replies)
+
+    with pytest.raises(UsageError, match="differ"):
+        read_token(None, Terminal(), what="new token", confirm=True, prompt=asking("t-1", "t-2"))
+    token = read_token(
+        None, Terminal(), what="new token", confirm=True, prompt=asking("t-1", "t-1")
+    )
+    assert token == "t-1"
+
+
+def test_generated_tokens_are_24_random_bytes_in_base64() -> None:
+    tokens = {generate_token() for _ in range(50)}
+    assert len(tokens) == 50
+    assert all(len(base64.b64decode(t, validate=True)) == 24 for t in tokens)
+
+
+def entry(entry_id: str, subject: str, state: str = "active") -> Entry:
+    return Entry(entry_id, subject, "", (Restriction("catalog"),), False, state, "r1")
+
+
+def test_the_unrevoked_entry_with_a_subject_wins_over_revoked_ones() -> None:
+    entries = [entry("1", "sync", "revoked"), entry("2", "sync"), entry("3", "other")]
+    assert by_subject(entries, "sync").id == "2"
+
+
+def test_a_subject_only_revoked_entries_hold_names_the_one_revoked_entry() -> None:
+    assert by_subject([entry("1", "sync", "revoked")], "sync").id == "1"
+
+
+def test_a_subject_several_revoked_entries_hold_is_ambiguous_and_lists_their_ids() -> None:
+    with pytest.raises(EntryNotFound) as failure:
+        by_subject([entry("id-1", "sync", "revoked"), entry("id-2", "sync", "revoked")], "sync")
+    assert failure.value.exit_code == ExitCode.NOT_FOUND
+    assert [d.split()[0] for d in failure.value.details] == ["id-1", "id-2"]
+
+
+def test_an_unknown_name_is_not_found() -> None:
+    with pytest.raises(EntryNotFound):
+        by_subject([entry("1", "sync")], "nothing")
+
+
+def test_an_id_names_its_entry_even_when_a_subject_matches_too() -> None:
+    entries = [entry("sync", "first"), entry("2", "sync")]
+    assert by_subject(entries, "sync").id == "sync"
+
+
+def test_only_uuids_are_looked_up_as_ids_first() -> None:
+    assert looks_like_id("01e46fac-30ed-4d23-8e65-086d152865cd")
+    assert not looks_like_id("catalog-sync")
+
+
+SITUATION = Situation("127.0.0.1:50051", 5.0, "authz.entry.create", "catalog-sync")
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "hint"),
+    [
+        (InvalidArgument("bad", (FieldViolation("subject", "no spaces"),)), 2, "subject"),
+        (NotFound("no entry has this id"), 3, "list --all"),
+        (AlreadyExists("subject: taken"), 6, "pick another subject"),
+        (AlreadyExists("token: already in use"), 6, "gen-token"),
+        (Aborted("etag: stale"), 6, "authz-admin get catalog-sync"),
+        (FailedPrecondition("a revoked entry cannot be updated"), 6, "create a new entry"),
+        (Unauthenticated("admin token rejected"), 4, "AUTHZ_ADMIN_TOKEN"),
+        (PermissionDenied("does not grant"), 4, "a token with authz.entry.create"),
+        (Unavailable("failed to connect to all addresses"), 5, "no server answered"),
+        (Unavailable("storage busy"), 5, "try again shortly"),
+        (DeadlineExceeded("deadline exceeded"), 5, "within 5 s"),
+        (ServerError("boom"), 5, "Its log says more"),
+    ],
+)
+def test_each_client_error_maps_to_its_documented_exit_code_and_a_next_step(
+    error: AuthzClientError, code: int, hint: str
+) -> None:
+    failure = explain(error, SITUATION)
+    assert failure.exit_code == code
+    assert hint in "\n".join((failure.message, *failure.details))
