@@ -68,7 +68,7 @@ class Server:
             for line in response.read().decode().splitlines():
                 if line.startswith(name + " "):
                     return float(line.split()[1])
-        raise KeyError(name)
+        return 0.0
 
     def rss_mb(self) -> float:
         """Resident memory of the server process, in MB (10^6 bytes)."""

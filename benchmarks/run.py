@@ -190,6 +190,7 @@ def run(sizes: Sizes, work: Path) -> list[Row]:
         # Invalid-token flood: a fresh random token per call (Node http2), its own floor.
         verified = s100k.metric("authz_argon2_verifications_total")
         misses = s100k.metric("authz_tag_misses_total")
+        unknown = s100k.metric('authz_checks_total{decision="deny",reason="unknown_token"}')
         node_floor, flood = [], []
         for _ in range(sizes.rounds):
             node_floor.append(node_load(empty.target, sizes.seconds))
@@ -197,6 +198,10 @@ def run(sizes: Sizes, work: Path) -> list[Row]:
         nbase, nflood = median_load(node_floor), median_load(flood)
         extra_verifies = s100k.metric("authz_argon2_verifications_total") - verified
         missed = s100k.metric("authz_tag_misses_total") - misses
+        # A random token's tag matches one of N entries with probability N / 2^32: those few
+        # cost a verify each; every other token (a tag miss) must cost none.
+        denied = s100k.metric('authz_checks_total{decision="deny",reason="unknown_token"}')
+        hits = denied - unknown - missed
         rows.append(
             Row(
                 "empty-handler server (node floor)",
@@ -217,9 +222,10 @@ def run(sizes: Sizes, work: Path) -> list[Row]:
                 nflood.p50_ms,
                 nflood.p99_ms,
                 ratio,
-                ">= 0.90, 0 argon2",
-                ratio >= 0.90 and extra_verifies == 0 and missed >= sum(f.requests for f in flood),
-                f"{int(extra_verifies)} argon2 verifies, {int(missed)} tag misses",
+                ">= 0.90, 0 argon2 on tag miss",
+                ratio >= 0.90 and extra_verifies == hits,
+                f"{int(missed)} tag misses: 0 argon2; "
+                f"{int(hits)} tag hits: {int(extra_verifies)} argon2",
             )
         )
 

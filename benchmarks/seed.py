@@ -19,7 +19,7 @@ from pathlib import Path
 
 from authz_service.adapters import Argon2Hasher, SqliteStore, load_or_create_key
 from authz_service.core.model import Action, Entry, Restriction
-from authz_service.core.tokens import lookup_tag, token_digest
+from authz_service.core.tokens import lookup_tag
 
 CATALOG = (Restriction("catalog", ("catalog.entity.read",), (Action.READ,)),)
 CHEAP = Argon2Hasher(time_cost=1, memory_cost=8)
@@ -60,7 +60,7 @@ def seed(db: Path, *, warm: int, fillers: int, decoys: int) -> Seeded:
             restrictions=CATALOG,
             unrestricted=False,
             verifier=verifier,
-            lookup_tag=lookup_tag(token_digest(key, token)),
+            lookup_tag=lookup_tag(key, token),
             create_time=now,
             update_time=now,
         )

@@ -26,6 +26,7 @@ class InMemoryStore:
 
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}
+        self._retired: list[tuple[int, str]] = []  # (lookup tag, verifier)
         self._lock = threading.Lock()
         self.closed = False
 
@@ -64,6 +65,7 @@ class InMemoryStore:
         Every field but `last_used_time` is written, as the SQLite store does: `record_use`
         owns that one. A write that would leave two unrevoked entries with one subject raises
         AlreadyExists (no use case attempts it; the SQLite store's unique index refuses it too).
+        A changed verifier retires the old one.
         """
         with self._lock:
             current = self._entries.get(entry.id)
@@ -74,7 +76,14 @@ class InMemoryStore:
             holder = self._unrevoked(entry.subject) if entry.revoke_time is None else None
             if holder is not None and holder.id != entry.id:
                 raise AlreadyExists("subject: an unrevoked entry already has this subject")
+            if entry.verifier != current.verifier:
+                self._retired.append((current.lookup_tag, current.verifier))
             self._entries[entry.id] = replace(entry, last_used_time=current.last_used_time)
+
+    def find_retired(self, tag: int) -> list[str]:
+        """Verifiers of rotated-away tokens with this lookup tag."""
+        with self._lock:
+            return [verifier for retired_tag, verifier in self._retired if retired_tag == tag]
 
     def replace_verifier(self, entry_id: str, old: str, new: str) -> None:
         """Swap the verifier if it is still `old`; silently nothing otherwise."""

@@ -70,8 +70,17 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_to_2(db: sqlite_utils.Database) -> None:
+    # Verifiers of rotated-away tokens, so a token once replaced is never accepted again.
+    db.table("retired_tokens").create(
+        {"entry_id": str, "lookup_tag": int, "verifier": str, "retire_time": int},
+        not_null={"entry_id", "lookup_tag", "verifier", "retire_time"},
+    )
+    db.table("retired_tokens").create_index(["lookup_tag"], index_name="retired_by_tag")
+
+
 # MIGRATIONS[n] brings a database at schema version n to version n + 1.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migrate_to_1,)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migrate_to_1, _migrate_to_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -133,6 +142,7 @@ class SqliteStore:
         """Write `entry` over its previous revision (compare-and-set on `revision`).
 
         `last_used_time` is left alone: `record_use` owns it, and does not bump the revision.
+        A changed verifier (a rotation) moves the old one to `retired_tokens`.
         """
         row = _row(entry)
         entry_id = row.pop("id")
@@ -140,6 +150,12 @@ class SqliteStore:
         assignments = ", ".join(f"{column} = ?" for column in row)
         try:
             with self._transaction() as tx:
+                tx.execute(
+                    "INSERT INTO retired_tokens (entry_id, lookup_tag, verifier, retire_time)"
+                    " SELECT id, lookup_tag, verifier, ? FROM entries"
+                    " WHERE id = ? AND revision = ? AND verifier != ?",
+                    [row["update_time"], entry_id, entry.revision - 1, entry.verifier],
+                )
                 cursor = tx.execute(
                     f"UPDATE entries SET {assignments} WHERE id = ? AND revision = ?",  # noqa: S608 (column names are ours)
                     [*row.values(), entry_id, entry.revision - 1],
@@ -152,6 +168,16 @@ class SqliteStore:
         if exists is None:
             raise NotFound(entry_id)
         raise Aborted("etag: the entry changed since it was read; read it again")
+
+    def find_retired(self, tag: int) -> list[str]:
+        """Verifiers of rotated-away tokens with this lookup tag."""
+        try:
+            rows = self._db().execute(
+                "SELECT verifier FROM retired_tokens WHERE lookup_tag = ?", [tag]
+            )
+            return [verifier for (verifier,) in rows.fetchall()]
+        except sqlite3.OperationalError as exc:
+            raise Unavailable(f"database read failed: {exc}") from None
 
     def replace_verifier(self, entry_id: str, old: str, new: str) -> None:
         """Swap a verifier for a stronger one, unless the token was rotated meanwhile."""

@@ -11,7 +11,7 @@ import functools
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -67,8 +67,24 @@ def status_of(error: AuthzError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+async def abort_for(
+    context: grpc.aio.ServicerContext[Any, Any], error: Exception, where: str
+) -> NoReturn:
+    """End the call with the status `error` maps to; INTERNAL, logged safely, if unexpected."""
+    if isinstance(error, AuthzError):
+        status = status_of(error)
+    else:
+        frames = "".join(traceback.format_tb(error.__traceback__))
+        log.error("unexpected %s in %s\n%s", type(error).__name__, where, frames)
+        status = rpc_status.to_status(
+            status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+        )
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("context.abort always raises")  # pragma: no cover
+
+
 def translate_errors(handler: Handler[Response]) -> Handler[Response]:
-    """Wrap a servicer method so our errors end the call with their mapped status."""
+    """Wrap a servicer method so any error ends the call through `abort_for`."""
 
     @functools.wraps(handler)
     async def wrapper(
@@ -76,17 +92,7 @@ def translate_errors(handler: Handler[Response]) -> Handler[Response]:
     ) -> Response:
         try:
             return await handler(self, request, context)
-        except AuthzError as error:
-            status = status_of(error)
         except Exception as error:  # noqa: BLE001 (the last line of defence: never leak a message)
-            frames = "".join(traceback.format_tb(error.__traceback__))
-            log.error(  # noqa: TRY400 (no exception message: it may quote input)
-                "unexpected %s in %s\n%s", type(error).__name__, handler.__name__, frames
-            )
-            status = rpc_status.to_status(
-                status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
-            )
-        await context.abort(status.code, status.details, status.trailing_metadata)
-        raise AssertionError("context.abort always raises")  # pragma: no cover
+            await abort_for(context, error, handler.__name__)
 
     return wrapper

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from authz.v1 import authz_pb2, authz_pb2_grpc
+from authz_service.core.decision import Decision
 from authz_service.usecases import Admin, Checker, EntryChange, NewEntry
 
-from ._status import translate_errors
+from ._status import abort_for, translate_errors
 from .convert import authorization_of, entry_message, optional_time, restriction_inputs
 
 Context = Any  # grpc.aio.ServicerContext; the generated base classes leave it untyped
@@ -20,23 +21,47 @@ class AuthzServicer(authz_pb2_grpc.AuthzServiceServicer):
 
     def __init__(self, checker: Checker) -> None:
         self._checker = checker
+        # Responses built once per distinct answer: an entry's ALLOW (keyed by its id, whose
+        # subject never changes) or a deny reason. Cleared when it grows past its bound.
+        self._responses: dict[str, authz_pb2.CheckResponse] = {}
 
-    @translate_errors
     async def Check(  # noqa: N802 (gRPC method name)
         self, request: authz_pb2.CheckRequest, context: Context
     ) -> authz_pb2.CheckResponse:
         """Answer ALLOW or DENY; a deny is an answer, not an RPC error."""
-        decision = await self._checker.check(
-            request.token, request.authorization, request.plugin, request.permission, request.action
-        )
-        return authz_pb2.CheckResponse(
-            decision=authz_pb2.ALLOW if decision.allowed else authz_pb2.DENY,
-            code=decision.code,
-            http_status=decision.http_status,
-            reason=decision.reason,
-            subject=decision.subject,
-            entry_id=decision.entry_id,
-        )
+        # Errors are caught inline rather than by @translate_errors: one coroutine fewer on
+        # the hottest path (measured), same mapping through abort_for.
+        try:
+            decision = await self._checker.check(
+                request.token,
+                request.authorization,
+                request.plugin,
+                request.permission,
+                request.action,
+            )
+        except Exception as error:  # noqa: BLE001 (mapped, never leaked, by abort_for)
+            await abort_for(context, error, "Check")
+        key = decision.entry_id or decision.reason
+        response = self._responses.get(key)
+        if response is None:
+            if len(self._responses) >= _MAX_RESPONSES:
+                self._responses.clear()
+            response = self._responses[key] = _response(decision)
+        return response
+
+
+_MAX_RESPONSES = 50_000
+
+
+def _response(decision: Decision) -> authz_pb2.CheckResponse:
+    return authz_pb2.CheckResponse(
+        decision=authz_pb2.ALLOW if decision.allowed else authz_pb2.DENY,
+        code=decision.code,
+        http_status=decision.http_status,
+        reason=decision.reason,
+        subject=decision.subject,
+        entry_id=decision.entry_id,
+    )
 
 
 class AdminServicer(authz_pb2_grpc.AdminServiceServicer):

@@ -31,7 +31,13 @@ class EntryStore(Protocol):
         """Every entry, revoked ones included, whose token has this lookup tag."""
 
     def replace(self, entry: Entry) -> None:
-        """Write `entry` over revision `entry.revision - 1`; Aborted if it moved on meanwhile."""
+        """Write `entry` over revision `entry.revision - 1`; Aborted if it moved on meanwhile.
+
+        A new verifier (a rotation) retires the old one, in the same write.
+        """
+
+    def find_retired(self, tag: int) -> list[str]:
+        """The verifiers of rotated-away tokens with this lookup tag."""
 
     def replace_verifier(self, entry_id: str, old: str, new: str) -> None:
         """Swap a verifier for a stronger one of the same token, if it is still `old`."""

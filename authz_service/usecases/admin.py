@@ -50,7 +50,7 @@ from authz_service.core.rules import (
     text_problem,
     token_problem,
 )
-from authz_service.core.tokens import lookup_tag, token_digest
+from authz_service.core.tokens import lookup_tag
 
 from .check import Checker
 
@@ -285,6 +285,10 @@ class Admin:
             holder = await self._holder(token)
             if holder is not None and (current is None or holder.id != current.id):
                 raise AlreadyExists("bootstrap token: another entry already holds this token")
+            if holder is None and await self._retired(token):
+                raise AlreadyExists(
+                    "bootstrap token: this token was rotated away; choose a new one"
+                )
             rights = tuple(
                 r for r in (current.restrictions if current else ()) if r.plugin != ADMIN_PLUGIN
             )
@@ -334,7 +338,7 @@ class Admin:
 
     async def _holder(self, token: str) -> Entry | None:
         """The entry, revoked or not, whose token this is; one argon2 verify per tag match."""
-        tag = lookup_tag(token_digest(self._key, token))
+        tag = lookup_tag(self._key, token)
         loop = asyncio.get_running_loop()
         for entry in self._store.find_tag(tag):
             if await loop.run_in_executor(
@@ -343,16 +347,26 @@ class Admin:
                 return entry
         return None
 
+    async def _retired(self, token: str) -> bool:
+        """Whether `token` was once an entry's and was rotated away."""
+        tag = lookup_tag(self._key, token)
+        loop = asyncio.get_running_loop()
+        for verifier in self._store.find_retired(tag):
+            if await loop.run_in_executor(self._hash_pool, self._hasher.verify, verifier, token):
+                return True
+        return False
+
     async def _claim(self, token: str, field: str) -> tuple[str, int]:
         """A verifier and tag for a token no entry holds; AlreadyExists (naming no entry) else.
 
-        Tokens of revoked entries are refused too: a revoked token must never work again.
+        Tokens of revoked entries and rotated-away tokens are refused too: a token that was
+        taken out of service must never work again.
         """
-        if await self._holder(token) is not None:
-            raise AlreadyExists(f"{field}: already in use; generate a new token")
+        if await self._holder(token) is not None or await self._retired(token):
+            raise AlreadyExists(f"{field}: already in use or retired; generate a new token")
         loop = asyncio.get_running_loop()
         verifier = await loop.run_in_executor(self._hash_pool, self._hasher.hash, token)
-        return verifier, lookup_tag(token_digest(self._key, token))
+        return verifier, lookup_tag(self._key, token)
 
     async def _write(self, write: Callable[[Entry], None], entry: Entry) -> None:
         await asyncio.get_running_loop().run_in_executor(self._write_pool, write, entry)

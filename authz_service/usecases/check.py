@@ -31,9 +31,13 @@ from authz_service.core.rules import (
     plugin_problem,
     token_problem,
 )
-from authz_service.core.tokens import lookup_tag, token_digest
+from authz_service.core.tokens import cache_key, cache_secret, lookup_tag
 
 DEFAULT_CACHE_SIZE = 10_000
+_MAX_REMEMBERED_NAMES = 4096
+# Action enum numbers to the core's Action; 0 (unspecified) means the request names none.
+_ACTIONS: tuple[Action | None, ...] = (None, *Action)
+_MAX_ACTION = len(_ACTIONS) - 1
 
 
 class Checker:
@@ -57,6 +61,7 @@ class Checker:
         self._store = store
         self._hasher = hasher
         self._key = key
+        self._cache_secret = cache_secret(key)
         self._hash_pool = hash_pool
         self._write_pool = write_pool
         self._cache_size = cache_size
@@ -68,6 +73,8 @@ class Checker:
         # Bumped by every invalidation; a verify that started before one is not cached.
         self._generation = 0
         self._last_used: dict[str, float] = {}
+        self._valid_plugins: set[str] = set()
+        self._valid_permissions: set[str] = set()
         # Plain counters, read by the metrics collector at scrape time (cheaper than
         # prometheus-client on the hot path). `answers` counts by reason; "" is ALLOW.
         self.answers: dict[str, int] = {}
@@ -77,38 +84,61 @@ class Checker:
     async def check(
         self, token: str, authorization: str, plugin: str, permission: str, action: int
     ) -> Decision:
-        """Decide whether the token (raw, or in an Authorization value) may do this."""
-        if plugin_problem(plugin) is not None:
-            raise invalid("plugin", plugin_problem(plugin) or "")
-        if permission and permission_problem(permission) is not None:
-            raise invalid("permission", permission_problem(permission) or "")
-        if action and action_problem(action) is not None:
-            raise invalid("action", action_problem(action) or "")
-        decision = await self._decide(token, authorization, plugin, permission, action)
-        self.answers[decision.reason] = self.answers.get(decision.reason, 0) + 1
-        return decision
+        """Decide whether the token (raw, or in an Authorization value) may do this.
 
-    async def _decide(
-        self, token: str, authorization: str, plugin: str, permission: str, action: int
-    ) -> Decision:
-        presented = bearer_token(token, authorization)
-        if isinstance(presented, Decision):
-            return presented
-        digest = token_digest(self._key, presented)
+        This is the hot path: a warm token costs one HMAC and a few dict lookups. Names seen
+        valid before skip the regexes, and nothing here awaits unless the token is cold.
+        """
+        if plugin not in self._valid_plugins or (
+            permission and permission not in self._valid_permissions
+        ):
+            self._admit_names(plugin, permission)
+        if not 0 <= action <= _MAX_ACTION:
+            raise invalid("action", action_problem(action) or "")
+        if token and not authorization:
+            presented = token
+        else:
+            credential = bearer_token(token, authorization)
+            if isinstance(credential, Decision):
+                return self._counted(credential)
+            presented = credential
+        digest = cache_key(self._cache_secret, presented)
         policy = self._cache.get(digest)
         if policy is None:
             # Only tokens that once matched an entry are cached, so the format check can wait
             # until here: warm checks skip it.
             if token_problem(presented) is not None:
-                return DENY_MALFORMED
+                return self._counted(DENY_MALFORMED)
             policy = await self._resolve(digest, presented)
             if policy is None:
-                return DENY_UNKNOWN_TOKEN
+                return self._counted(DENY_UNKNOWN_TOKEN)
         now = self._clock()
-        decision = decide(policy, plugin, permission, Action(action) if action else None, now)
-        if decision.allowed or decision.http_status == 403:
+        decision = decide(policy, plugin, permission, _ACTIONS[action], now)
+        if decision.http_status != 401:
             self._last_used[policy.entry_id] = now
+        answers = self.answers
+        answers[decision.reason] = answers.get(decision.reason, 0) + 1
         return decision
+
+    def _counted(self, decision: Decision) -> Decision:
+        answers = self.answers
+        answers[decision.reason] = answers.get(decision.reason, 0) + 1
+        return decision
+
+    def _admit_names(self, plugin: str, permission: str) -> None:
+        """Validate names not seen before; remember valid ones (bounded) to skip the regexes."""
+        problem = plugin_problem(plugin)
+        if problem is not None:
+            raise invalid("plugin", problem)
+        if permission:
+            problem = permission_problem(permission)
+            if problem is not None:
+                raise invalid("permission", problem)
+        for seen, name in ((self._valid_plugins, plugin), (self._valid_permissions, permission)):
+            if len(seen) >= _MAX_REMEMBERED_NAMES:
+                seen.clear()
+            if name:
+                seen.add(name)
 
     def refresh(self, entry: Entry) -> None:
         """Make cached tokens of `entry` follow its new state (after update or revoke)."""
@@ -156,7 +186,7 @@ class Checker:
             # The store is read here, before any task exists: a tag that matches nothing (the
             # common wrong-token case) is answered without scheduling anything.
             generation = self._generation
-            candidates = self._store.find_tag(lookup_tag(digest))
+            candidates = self._store.find_tag(lookup_tag(self._key, token))
             if not candidates:
                 self.tag_misses += 1
                 return None

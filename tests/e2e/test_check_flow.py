@@ -143,6 +143,10 @@ def test_rotation_denies_the_old_token_and_allows_the_new_one(server: ServerProc
     new = check(server, "rotating-new-token")
     assert (new.decision, new.entry_id) == (pb.ALLOW, entry.id)
     assert rotated.etag != entry.etag
+    # A rotated-away token is retired for good: no entry can take it again.
+    with pytest.raises(grpc.RpcError) as raised:
+        create(server, "reuser", "rotating-old-token")
+    assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
 def test_an_update_changes_the_scope_before_it_returns(server: ServerProcess) -> None:

@@ -40,7 +40,8 @@ def test_every_benchmark_scenario_runs_and_tag_misses_cost_no_argon2(tmp_path: P
     for name in SCENARIOS:
         assert any(scenario.startswith(name) for scenario in rows), f"{name} did not run"
     flood = rows["invalid-token flood, fresh token per call"]
-    assert flood["note"].startswith("0 argon2 verifies"), flood
+    assert ": 0 argon2;" in flood["note"], flood  # tag misses cost no argon2 work
+    assert flood["note"].split()[0] != "0", flood  # and there were tag misses
     assert flood["rps"] > 0
     assert rows["50 concurrent cold checks of one new token"]["passed"]
     assert rows["cold Check (first use of a token)"]["ratio"] == 1

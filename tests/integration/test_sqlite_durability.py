@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from authz_service.adapters.sqlite_store import SCHEMA_VERSION, SqliteStore
-from authz_service.core.errors import Aborted, Unavailable
+from authz_service.core.errors import Aborted, AlreadyExists, Unavailable
 from authz_service.core.model import Entry, Restriction
 
 
@@ -53,6 +53,38 @@ def test_an_empty_file_is_migrated_to_the_current_schema(tmp_path: Path) -> None
     assert version == SCHEMA_VERSION
     assert journal == "wal"
     assert {"entries_by_tag", "entries_unrevoked_subject"} <= indexes
+
+
+def test_a_version_1_database_is_migrated_forward_keeping_its_entries(tmp_path: Path) -> None:
+    path = tmp_path / "authz.db"
+    store = SqliteStore(path)
+    store.add(_entry(1))
+    store.close()
+    # Version 1 is today's schema without the retired-token table.
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE retired_tokens")
+        conn.execute("PRAGMA user_version = 1")
+
+    migrated = SqliteStore(path)
+    assert migrated.get("id-1") == _entry_like(migrated.get("id-1"), 1)
+    assert migrated.find_retired(1) == []
+    migrated.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_many_entries_are_added_in_one_transaction_or_not_at_all(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "authz.db")
+    store.add_many([_entry(n) for n in range(3)])
+    clash = [_entry(10), Entry(**{**_fields(_entry(11)), "subject": "subject-1"})]
+    with pytest.raises(AlreadyExists):
+        store.add_many(clash)
+    assert [e.id for e in store.list_entries(None, 100, include_revoked=True)] == [
+        "id-0",
+        "id-1",
+        "id-2",
+    ]
+    store.close()
 
 
 def test_reopening_a_current_database_keeps_its_rows_and_version(tmp_path: Path) -> None:
@@ -108,6 +140,17 @@ def test_two_writers_with_the_same_etag_lose_no_update(tmp_path: Path) -> None:
     assert stored.revision == read.revision + 1
     first.close()
     second.close()
+
+
+def _entry_like(stored: Entry, n: int) -> Entry:
+    """`_entry(n)` with the stored timestamps (made at another moment)."""
+    return Entry(
+        **{
+            **_fields(_entry(n)),
+            "create_time": stored.create_time,
+            "update_time": stored.update_time,
+        }
+    )
 
 
 def _fields(entry: Entry) -> dict[str, object]:

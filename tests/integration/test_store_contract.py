@@ -250,6 +250,29 @@ def test_replace_that_would_duplicate_an_unrevoked_subject_raises_already_exists
     assert store.get("id-002") == before
 
 
+def test_replace_with_a_new_verifier_retires_the_old_one(store: EntryStore) -> None:
+    original = entry(1, tag=41)
+    store.add(original)
+    store.replace(replace(original, verifier="$new", lookup_tag=42, revision=2))
+    assert store.find_retired(41) == [original.verifier]
+    assert store.find_retired(42) == []
+
+
+def test_replace_that_keeps_the_verifier_retires_nothing(store: EntryStore) -> None:
+    original = entry(1, tag=41)
+    store.add(original)
+    store.replace(replace(original, description="same token", revision=2))
+    assert store.find_retired(41) == []
+
+
+def test_an_aborted_replace_retires_nothing(store: EntryStore) -> None:
+    original = entry(1, tag=41)
+    store.add(original)
+    with pytest.raises(Aborted):
+        store.replace(replace(original, verifier="$new", revision=5))
+    assert store.find_retired(41) == []
+
+
 def test_replace_of_an_unknown_id_raises_not_found(store: EntryStore) -> None:
     store.add(entry(1))
     with pytest.raises(NotFound):
