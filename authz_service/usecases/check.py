@@ -222,7 +222,11 @@ class Checker:
         if len(self._cache) >= self._cache_size:
             oldest = next(iter(self._cache))
             evicted = self._cache.pop(oldest)
-            self._digests_of.get(evicted.entry_id, set()).discard(oldest)
+            siblings = self._digests_of.get(evicted.entry_id)
+            if siblings is not None:
+                siblings.discard(oldest)
+                if not siblings:
+                    del self._digests_of[evicted.entry_id]
         self._cache[digest] = policy
         self._digests_of.setdefault(policy.entry_id, set()).add(digest)
 
