@@ -19,6 +19,7 @@ from authz.v1 import authz_pb2, authz_pb2_grpc
 
 from .adapters import Argon2Hasher, ServerKeyError, SqliteStore, load_or_create_key
 from .adapters.metrics import serve_metrics
+from .adapters.sqlite_store import DatabaseInUse
 from .api import AdminServicer, AuthzServicer
 from .core.errors import AuthzError
 from .settings import Settings
@@ -66,8 +67,8 @@ async def start(settings: Settings) -> Service:
     """Open the store, make sure the bootstrap admin exists, and start serving."""
     try:
         key = load_or_create_key(settings.key_path)
-        store = SqliteStore(settings.db_path)
-    except ServerKeyError as exc:
+        store = SqliteStore(settings.db_path, exclusive=True)
+    except (ServerKeyError, DatabaseInUse) as exc:
         raise StartupError(str(exc)) from None
     except (OSError, sqlite3.Error, AuthzError) as exc:
         raise StartupError(f"cannot use database {settings.db_path}: {exc}") from None

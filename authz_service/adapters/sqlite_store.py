@@ -7,7 +7,9 @@ version in `PRAGMA user_version` and is brought forward by the migrations below.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -84,16 +86,26 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migrate_to_1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class SqliteStore:
-    """`EntryStore` on a SQLite file. Opening it creates or migrates the schema."""
+class DatabaseInUse(Exception):
+    """Another server process holds the database."""
 
-    def __init__(self, path: Path) -> None:
+
+class SqliteStore:
+    """`EntryStore` on a SQLite file. Opening it creates or migrates the schema.
+
+    With `exclusive`, it also takes an advisory lock on `<file>.lock` for as long as it is
+    open: a server keeps verified tokens in its own memory, so a second server process on the
+    same file would not see the first one's revocations, and must not start.
+    """
+
+    def __init__(self, path: Path, *, exclusive: bool = False) -> None:
         self.path = path
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock(path) if exclusive else None
         db = self._db()
         db.execute("PRAGMA journal_mode=WAL")
         with self._transaction() as tx:
@@ -214,6 +226,9 @@ class SqliteStore:
                 conn.close()
             self._connections.clear()
         self._local = threading.local()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
 
     def _db(self) -> sqlite_utils.Database:
         db: sqlite_utils.Database | None = getattr(self._local, "db", None)
@@ -257,6 +272,19 @@ class SqliteStore:
             return [_entry(row) for row in rows.fetchall()]
         except sqlite3.OperationalError as exc:
             raise Unavailable(f"database read failed: {exc}") from None
+
+
+def _lock(path: Path) -> int:
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DatabaseInUse(
+            f"database {path} is in use by another authz-service process (lock {lock_path})"
+        ) from None
+    return fd
 
 
 def _row(entry: Entry) -> dict[str, Any]:

@@ -158,6 +158,15 @@ def test_the_server_key_is_created_with_mode_0600(server: ServerProcess) -> None
     assert len(key.read_bytes()) == 32
 
 
+def test_a_second_server_on_the_same_database_is_refused(server: ServerProcess) -> None:
+    line = _refusal(_serve("--listen", "127.0.0.1:0", "--db", str(server.db_path)))
+    assert "in use by another authz-service process" in line
+    # The first server is unharmed.
+    health = health_pb2_grpc.HealthStub(server.channel)
+    serving = health_pb2.HealthCheckResponse.SERVING
+    assert health.Check(health_pb2.HealthCheckRequest()).status == serving
+
+
 def test_a_taken_port_is_refused_in_one_line(server: ServerProcess, tmp_path: Path) -> None:
     line = _refusal(_serve("--listen", server.target, "--db", str(tmp_path / "other.db")))
     assert server.target in line
