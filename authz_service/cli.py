@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .healthcheck import DEFAULT_TIMEOUT as DEFAULT_PROBE_TIMEOUT
+from .healthcheck import ProbeError, load_probe
+from .logs import configure_logging
 from .server import StartupError, serve
 from .settings import SettingsError, load_settings
 
@@ -32,13 +34,45 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--metrics-listen", help="HOST:PORT for Prometheus /metrics [AUTHZ_METRICS_LISTEN, off]"
     )
+    run.add_argument(
+        "--admin-listen",
+        help="HOST:PORT serving AdminService alone [AUTHZ_ADMIN_LISTEN, off: on --listen]",
+    )
+    run.add_argument("--tls-cert", help="PEM certificate chain: serve TLS [AUTHZ_TLS_CERT, off]")
+    run.add_argument("--tls-key", help="PEM private key of --tls-cert [AUTHZ_TLS_KEY]")
+    run.add_argument(
+        "--tls-client-ca",
+        help="PEM CA that client certificates must chain to: mTLS [AUTHZ_TLS_CLIENT_CA, off]",
+    )
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR [AUTHZ_LOG_LEVEL, INFO]")
+    run.add_argument(
+        "--log-format",
+        help="json, text, or auto: text on a terminal, else JSON [AUTHZ_LOG_FORMAT, auto]",
+    )
+    probe = commands.add_parser(
+        "healthcheck",
+        help="ask the server's health service whether it is SERVING (exit 0) or not (exit 1)",
+        description="Ask grpc.health.v1 at the server that AUTHZ_LISTEN names, with the TLS "
+        "settings `serve` uses; for a container's HEALTHCHECK.",
+    )
+    probe.add_argument(
+        "--target", help="HOST:PORT to ask [AUTHZ_LISTEN, wildcard host as loopback]"
+    )
+    probe.add_argument("--service", default="", help="a service name ['': the whole server]")
+    probe.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_PROBE_TIMEOUT,
+        help=f"seconds to wait for the answer [{DEFAULT_PROBE_TIMEOUT:g}]",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for unusable settings)."""
     args = _parser().parse_args(argv)
+    if args.command == "healthcheck":
+        return _healthcheck(args)
     try:
         settings = load_settings(
             listen=args.listen,
@@ -48,21 +82,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_level=args.log_level,
             environ=os.environ,
             metrics_listen=args.metrics_listen,
+            admin_listen=args.admin_listen,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
+            log_format=args.log_format,
         )
     except SettingsError as exc:
         print(f"authz-service: {exc}", file=sys.stderr)  # noqa: T201 (the CLI's own voice)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format, sys.stderr)
     try:
         asyncio.run(serve(settings))
     except StartupError as exc:
         print(f"authz-service: {exc}", file=sys.stderr)  # noqa: T201 (the CLI's own voice)
         return 2
     return 0
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    """0 when the server answers SERVING; 1 otherwise, with one line saying what it said."""
+    try:
+        probe = load_probe(
+            target=args.target, service=args.service, timeout=args.timeout, environ=os.environ
+        )
+    except ProbeError as exc:
+        print(f"authz-service healthcheck: {exc}", file=sys.stderr)  # noqa: T201 (the CLI's own voice)
+        return 1
+    serving, status = probe.ask()
+    print(f"{probe.target}: {status}", file=sys.stdout if serving else sys.stderr)
+    return 0 if serving else 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .adapters.argon2_hasher import MEMORY_COST_KIB, TIME_COST
 from .core.rules import token_problem
+from .logs import FORMATS
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DB = Path("data") / "authz.db"
@@ -30,7 +31,15 @@ class Settings:
     # repr=False: settings may be logged; the bootstrap token never is.
     bootstrap_token: str = field(default="", repr=False)
     log_level: str = "INFO"
+    # "json" (one object per line), "text", or "auto": text on a terminal, else JSON.
+    log_format: str = "auto"
     metrics_listen: str = ""
+    # AUTHZ_ADMIN_LISTEN: when set, AdminService is served there only, not on `listen`.
+    admin_listen: str = ""
+    # TLS files (PEM); both cert and key, or neither. A client CA turns on mTLS.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
     argon2_time_cost: int = TIME_COST
     argon2_memory_kib: int = MEMORY_COST_KIB
     cache_size: int = 10_000
@@ -52,6 +61,11 @@ def load_settings(
     log_level: str | None,
     environ: Mapping[str, str],
     metrics_listen: str | None = None,
+    admin_listen: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_client_ca: str | None = None,
+    log_format: str | None = None,
 ) -> Settings:
     """Settings from flags (when given) over the environment over defaults."""
     listen = _address(
@@ -63,14 +77,49 @@ def load_settings(
     level = (log_level or environ.get("AUTHZ_LOG_LEVEL") or "INFO").upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError("AUTHZ_LOG_LEVEL/--log-level: must be DEBUG, INFO, WARNING or ERROR")
+    log_format = (log_format or environ.get("AUTHZ_LOG_FORMAT") or "auto").lower()
+    if log_format not in FORMATS:
+        raise SettingsError("AUTHZ_LOG_FORMAT/--log-format: must be auto, json or text")
     key_file = server_key_file or environ.get("AUTHZ_SERVER_KEY_FILE")
+    admin = admin_listen or environ.get("AUTHZ_ADMIN_LISTEN") or ""
+    if admin:
+        _address("AUTHZ_ADMIN_LISTEN/--admin-listen", admin)
+        if admin == listen and not admin.endswith(":0"):
+            raise SettingsError(
+                "AUTHZ_ADMIN_LISTEN/--admin-listen: must differ from AUTHZ_LISTEN; "
+                "leave it unset to serve AdminService on AUTHZ_LISTEN"
+            )
+    cert, key, client_ca = (
+        flag or environ.get(name) or None
+        for flag, name in (
+            (tls_cert, "AUTHZ_TLS_CERT"),
+            (tls_key, "AUTHZ_TLS_KEY"),
+            (tls_client_ca, "AUTHZ_TLS_CLIENT_CA"),
+        )
+    )
+    if bool(cert) != bool(key):
+        raise SettingsError(
+            "AUTHZ_TLS_CERT/--tls-cert and AUTHZ_TLS_KEY/--tls-key: give both (TLS) or neither"
+        )
+    if client_ca and not cert:
+        raise SettingsError(
+            "AUTHZ_TLS_CLIENT_CA/--tls-client-ca: client certificates need TLS; "
+            "set AUTHZ_TLS_CERT and AUTHZ_TLS_KEY too"
+        )
     return Settings(
         listen=listen,
         db_path=Path(db or environ.get("AUTHZ_DB") or DEFAULT_DB),
         server_key_file=Path(key_file) if key_file else None,
-        bootstrap_token=_bootstrap_token(bootstrap_token_file, environ),
+        bootstrap_token=_bootstrap_token(
+            bootstrap_token_file or environ.get("AUTHZ_BOOTSTRAP_TOKEN_FILE"), environ
+        ),
         log_level=level,
+        log_format=log_format,
         metrics_listen=metrics,
+        admin_listen=admin,
+        tls_cert=Path(cert) if cert else None,
+        tls_key=Path(key) if key else None,
+        tls_client_ca=Path(client_ca) if client_ca else None,
         argon2_time_cost=_number(environ, "AUTHZ_ARGON2_TIME_COST", TIME_COST, 1),
         argon2_memory_kib=_number(environ, "AUTHZ_ARGON2_MEMORY_KIB", MEMORY_COST_KIB, 8),
     )
@@ -97,7 +146,8 @@ def _number(environ: Mapping[str, str], name: str, default: int, minimum: int) -
 
 def _bootstrap_token(path: str | None, environ: Mapping[str, str]) -> str:
     if path:
-        source = "--bootstrap-token-file"
+        # The file wins over AUTHZ_BOOTSTRAP_TOKEN: a container's secret mount names a file.
+        source = "AUTHZ_BOOTSTRAP_TOKEN_FILE/--bootstrap-token-file"
         try:
             token = Path(path).read_text(encoding="utf-8").strip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:

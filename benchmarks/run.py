@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from _envoy import envoy_rows
 from _load import Load, grpc_body, h2load, node_load
 from _processes import Server
 from seed import Seeded, new_token, seed
@@ -250,8 +251,11 @@ def run(sizes: Sizes, work: Path) -> list[Row]:
         row.note += f", {int(extra_verifies)} argon2 verifies"
         rows.append(row)
 
-        # Single flight and the cost of one cold check.
-        rows += _cold_rows(s100k)
+        # Single flight and the cost of one cold check; then Envoy's ext_authz, Envoy before
+        # this service vs before an empty ext_authz server.
+        rows += _cold_rows(s100k) + envoy_rows(
+            Row, s100k.target, large.warm[0], sizes.seconds, sizes.rounds
+        )
     finally:
         for server in servers:
             server.stop()

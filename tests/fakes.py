@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from authz_service.core.errors import Aborted, AlreadyExists, NotFound
-from authz_service.core.model import Entry
+from authz_service.core.model import Entry, State
 from authz_service.core.ports import Cursor
 
 
@@ -112,6 +112,14 @@ class InMemoryStore:
                     continue
                 if current.last_used_time is None or when > current.last_used_time:
                     self._entries[entry_id] = replace(current, last_used_time=when)
+
+    def count_by_state(self, now: datetime) -> dict[State, int]:
+        """Entries by state at `now`."""
+        counts = dict.fromkeys(State, 0)
+        with self._lock:
+            for entry in self._entries.values():
+                counts[entry.state(now)] += 1
+        return counts
 
     def close(self) -> None:
         """Nothing to release; remembered so tests can see it was called."""

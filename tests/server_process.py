@@ -25,13 +25,21 @@ BOOTSTRAP_TOKEN = "bootstrap-admin-token-0123456789"
 ADMIN_METADATA = (("authorization", f"Bearer {BOOTSTRAP_TOKEN}"),)
 SERVING = re.compile(r"serving on (?P<host>\S+):(?P<port>\d+)")
 METRICS = re.compile(r"metrics on (?P<host>\S+):(?P<port>\d+)")
+ADMIN = re.compile(r"admin on (?P<host>\S+):(?P<port>\d+)")
 START_TIMEOUT = 30.0
 
 
 class ServerProcess:
     """One server process with its log lines collected as they are written."""
 
-    def __init__(self, db_path: Path, env: Mapping[str, str] | None = None, *args: str) -> None:
+    def __init__(
+        self,
+        db_path: Path,
+        env: Mapping[str, str] | None = None,
+        *args: str,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        """Start the server; `credentials` (TLS) reach it when it serves TLS."""
         self.db_path = db_path
         environ = {**os.environ, "AUTHZ_BOOTSTRAP_TOKEN": BOOTSTRAP_TOKEN, **(env or {})}
         environ.pop("AUTHZ_LISTEN", None)
@@ -56,6 +64,7 @@ class ServerProcess:
         self._ready = threading.Event()
         self.port = 0
         self.metrics_port = 0
+        self.admin_port = 0
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         if not self._ready.wait(START_TIMEOUT) or self.port == 0:
@@ -63,11 +72,17 @@ class ServerProcess:
             self._reader.join(5)
             raise RuntimeError("server did not start:\n" + self.log)
         self.target = f"127.0.0.1:{self.port}"
-        self.channel = grpc.insecure_channel(self.target)
+        self.channel = _channel(self.target, credentials)
         health = health_pb2_grpc.HealthStub(self.channel)
         health.Check(health_pb2.HealthCheckRequest(), timeout=START_TIMEOUT, wait_for_ready=True)
         self.authz = authz_pb2_grpc.AuthzServiceStub(self.channel)
         self.admin = authz_pb2_grpc.AdminServiceStub(self.channel)
+        # With --admin-listen, AdminService answers on its own port (self.admin_target).
+        self.admin_target = f"127.0.0.1:{self.admin_port or self.port}"
+        self.admin_channel = self.channel
+        if self.admin_port:
+            self.admin_channel = _channel(self.admin_target, credentials)
+            self.admin = authz_pb2_grpc.AdminServiceStub(self.admin_channel)
 
     @property
     def log(self) -> str:
@@ -80,6 +95,8 @@ class ServerProcess:
             self.lines.append(line)
             if metrics := METRICS.search(line):
                 self.metrics_port = int(metrics["port"])
+            if admin := ADMIN.search(line):
+                self.admin_port = int(admin["port"])
             match = SERVING.search(line)
             if match and not self._ready.is_set():
                 self.port = int(match["port"])
@@ -96,8 +113,15 @@ class ServerProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send `sig`, wait for the exit, and return the exit code."""
         self.channel.close()
+        self.admin_channel.close()
         if self.process.poll() is None:
             self.process.send_signal(sig)
         code = self.process.wait(timeout)
         self._reader.join(5)
         return code
+
+
+def _channel(target: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
+    if credentials is None:
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, credentials)

@@ -7,19 +7,27 @@ ever carries a token, a tag or a hash.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from authz_service.core.ports import EntryStore
     from authz_service.usecases import Checker
 
 
 class CheckerCollector(Collector):
-    """Check counters: decisions by reason, argon2 verifications, tag misses, cache size."""
+    """Check counters: decisions by reason, argon2 verifications and their duration, tag
+    misses, cache hits, misses and size."""
 
     def __init__(self, checker: Checker) -> None:
         self._checker = checker
@@ -37,6 +45,30 @@ class CheckerCollector(Collector):
             "argon2 verifications made by Check",
             value=self._checker.argon2_verifications,
         )
+        latency = self._checker.check_seconds
+        yield HistogramMetricFamily(
+            "authz_check_duration_seconds",
+            "Time from a Check's start to its answer in this process (transport excluded)",
+            buckets=latency.cumulative(),
+            sum_value=latency.total,
+        )
+        durations = self._checker.argon2_seconds
+        yield HistogramMetricFamily(
+            "authz_argon2_verification_seconds",
+            "Time one argon2 verification took (cold checks only), in its worker thread",
+            buckets=durations.cumulative(),
+            sum_value=durations.total,
+        )
+        yield CounterMetricFamily(
+            "authz_cache_hits",
+            "Checks whose token was in the cache of verified tokens",
+            value=self._checker.cache_hits,
+        )
+        yield CounterMetricFamily(
+            "authz_cache_misses",
+            "Checks whose token was not in the cache (looked up by tag, maybe verified)",
+            value=self._checker.cache_misses,
+        )
         yield CounterMetricFamily(
             "authz_tag_misses",
             "Checks whose lookup tag matched no entry (no argon2 work)",
@@ -49,10 +81,41 @@ class CheckerCollector(Collector):
         )
 
 
-def serve_metrics(listen: str, checker: Checker) -> int:
-    """Serve /metrics on `listen` (HOST:PORT) from a daemon thread; returns the bound port."""
+class AdminCollector(Collector):
+    """Admin calls by RPC and status code, and entries by state (counted in the store)."""
+
+    def __init__(self, calls: Mapping[tuple[str, str], int], store: EntryStore) -> None:
+        self._calls = calls
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        """The current values, as Prometheus metric families."""
+        calls = CounterMetricFamily(
+            "authz_admin_calls", "Admin RPCs by method and status code", labels=["rpc", "code"]
+        )
+        for (rpc, code), count in sorted(self._calls.items()):
+            calls.add_metric([rpc, code], count)
+        yield calls
+        entries = GaugeMetricFamily("authz_entries", "Entries by state", labels=["state"])
+        for state, count in self._store.count_by_state(datetime.now(UTC)).items():
+            entries.add_metric([state.name.lower()], count)
+        yield entries
+
+
+def serve_metrics(
+    listen: str,
+    checker: Checker,
+    admin_calls: Mapping[tuple[str, str], int] | None = None,
+    store: EntryStore | None = None,
+) -> int:
+    """Serve /metrics on `listen` (HOST:PORT) from a daemon thread; returns the bound port.
+
+    With `admin_calls` (AdminCalls.counts) and `store`, admin calls and entries are served too.
+    """
     host, _, port = listen.rpartition(":")
     registry = CollectorRegistry()
     registry.register(CheckerCollector(checker))
+    if admin_calls is not None and store is not None:
+        registry.register(AdminCollector(admin_calls, store))
     server, _ = start_http_server(int(port), host.strip("[]"), registry)
     return int(server.server_port)

@@ -7,6 +7,7 @@ version in `PRAGMA user_version` and is brought forward by the migrations below.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -21,7 +22,7 @@ from typing import Any
 import sqlite_utils
 
 from authz_service.core.errors import Aborted, AlreadyExists, NotFound, Unavailable
-from authz_service.core.model import Action, Entry, Restriction, from_micros, to_micros
+from authz_service.core.model import Action, Entry, Restriction, State, from_micros, to_micros
 from authz_service.core.ports import Cursor
 
 _COLUMNS = (
@@ -218,6 +219,27 @@ class SqliteStore:
                 " WHERE id = ?",
                 [(to_micros(when), entry_id) for entry_id, when in last_used.items()],
             )
+
+    def count_by_state(self, now: datetime) -> dict[State, int]:
+        """Entries by state at `now`, counted in SQL (a scan; for metrics, off the event loop)."""
+        counts = dict.fromkeys(State, 0)
+        query = (
+            "SELECT CASE WHEN revoke_time IS NOT NULL THEN ?"
+            " WHEN expire_time IS NOT NULL AND expire_time <= ? THEN ? ELSE ? END AS state,"
+            " count(*) FROM entries GROUP BY state"
+        )
+        params = (int(State.REVOKED), to_micros(now), int(State.EXPIRED), int(State.ACTIVE))
+        try:
+            # A connection of its own, closed at once: callers (a metrics scrape) may come from
+            # a new thread each time, and a thread's connection would outlive its thread.
+            with contextlib.closing(sqlite3.connect(self.path, check_same_thread=False)) as conn:
+                conn.execute("PRAGMA busy_timeout = 5000")
+                rows = conn.execute(query, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise Unavailable(f"database read failed: {exc}") from None
+        for state, count in rows:
+            counts[State(state)] = count
+        return counts
 
     def close(self) -> None:
         """Close every thread's connection."""

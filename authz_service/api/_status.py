@@ -7,7 +7,6 @@ line names the exception type and where it happened, never its message (it might
 
 from __future__ import annotations
 
-import functools
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
@@ -47,6 +46,11 @@ Response = TypeVar("Response")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]
 
 
+def code_of(error: Exception) -> grpc.StatusCode:
+    """The gRPC status code `error` ends a call with: INTERNAL for anything unexpected."""
+    return _CODES.get(type(error), grpc.StatusCode.INTERNAL)  # type: ignore[arg-type]
+
+
 def status_of(error: AuthzError) -> grpc.Status:
     """The gRPC status (with BadRequest details where it fits) for one of our errors."""
     code = _CODES.get(type(error), grpc.StatusCode.INTERNAL)
@@ -81,18 +85,3 @@ async def abort_for(
         )
     await context.abort(status.code, status.details, status.trailing_metadata)
     raise AssertionError("context.abort always raises")  # pragma: no cover
-
-
-def translate_errors(handler: Handler[Response]) -> Handler[Response]:
-    """Wrap a servicer method so any error ends the call through `abort_for`."""
-
-    @functools.wraps(handler)
-    async def wrapper(
-        self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Response:
-        try:
-            return await handler(self, request, context)
-        except Exception as error:  # noqa: BLE001 (the last line of defence: never leak a message)
-            await abort_for(context, error, handler.__name__)
-
-    return wrapper

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -10,10 +11,13 @@ from authz.v1 import authz_pb2, authz_pb2_grpc
 from authz_service.core.decision import Decision
 from authz_service.usecases import Admin, Checker, EntryChange, NewEntry
 
-from ._status import abort_for, translate_errors
+from ._status import abort_for
+from .access import AdminCalls, observed_admin_call
 from .convert import authorization_of, entry_message, optional_time, restriction_inputs
 
 Context = Any  # grpc.aio.ServicerContext; the generated base classes leave it untyped
+
+log = logging.getLogger("authz_service.check")
 
 
 class AuthzServicer(authz_pb2_grpc.AuthzServiceServicer):
@@ -24,12 +28,14 @@ class AuthzServicer(authz_pb2_grpc.AuthzServiceServicer):
         # Responses built once per distinct answer: an entry's ALLOW (keyed by its id, whose
         # subject never changes) or a deny reason. Cleared when it grows past its bound.
         self._responses: dict[str, authz_pb2.CheckResponse] = {}
+        # A line per Check only at DEBUG; read once so other levels pay one attribute test.
+        self._debug = log.isEnabledFor(logging.DEBUG)
 
     async def Check(  # noqa: N802 (gRPC method name)
         self, request: authz_pb2.CheckRequest, context: Context
     ) -> authz_pb2.CheckResponse:
         """Answer ALLOW or DENY; a deny is an answer, not an RPC error."""
-        # Errors are caught inline rather than by @translate_errors: one coroutine fewer on
+        # Errors are caught inline rather than by a decorator: one coroutine fewer on
         # the hottest path (measured), same mapping through abort_for.
         try:
             decision = await self._checker.check(
@@ -47,7 +53,31 @@ class AuthzServicer(authz_pb2_grpc.AuthzServiceServicer):
             if len(self._responses) >= _MAX_RESPONSES:
                 self._responses.clear()
             response = self._responses[key] = _response(decision)
+        if self._debug:
+            _log_check(request, decision)
         return response
+
+
+def _log_check(request: authz_pb2.CheckRequest, decision: Decision) -> None:
+    """One DEBUG line per Check: the names asked about and the answer, never the token."""
+    log.debug(
+        "check %s %s %s: %s %d %s",
+        request.plugin,
+        request.permission or "-",
+        authz_pb2.Action.Name(request.action),
+        "ALLOW" if decision.allowed else "DENY",
+        decision.http_status,
+        decision.subject or decision.reason,
+        extra={
+            "plugin": request.plugin,
+            "permission": request.permission,
+            "action": authz_pb2.Action.Name(request.action),
+            "allowed": decision.allowed,
+            "reason": decision.reason,
+            "subject": decision.subject,
+            "entry_id": decision.entry_id,
+        },
+    )
 
 
 _MAX_RESPONSES = 50_000
@@ -68,12 +98,17 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
     """`authz.v1.AdminService`: create, update, revoke, get and list entries."""
 
     def __init__(
-        self, admin: Admin, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        admin: Admin,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        calls: AdminCalls | None = None,
     ) -> None:
         self._admin = admin
         self._clock = clock
+        # Every call is counted and access-logged here (see observed_admin_call).
+        self.calls = calls or AdminCalls()
 
-    @translate_errors
+    @observed_admin_call
     async def CreateEntry(  # noqa: N802 (gRPC method name)
         self, request: authz_pb2.CreateEntryRequest, context: Context
     ) -> authz_pb2.Entry:
@@ -89,7 +124,7 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
         entry = await self._admin.create(authorization_of(context), new)
         return entry_message(entry, self._clock())
 
-    @translate_errors
+    @observed_admin_call
     async def UpdateEntry(  # noqa: N802 (gRPC method name)
         self, request: authz_pb2.UpdateEntryRequest, context: Context
     ) -> authz_pb2.Entry:
@@ -107,7 +142,7 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
         entry = await self._admin.update(authorization_of(context), change)
         return entry_message(entry, self._clock())
 
-    @translate_errors
+    @observed_admin_call
     async def RevokeEntry(  # noqa: N802 (gRPC method name)
         self, request: authz_pb2.RevokeEntryRequest, context: Context
     ) -> authz_pb2.Entry:
@@ -115,7 +150,7 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
         entry = await self._admin.revoke(authorization_of(context), request.id, request.reason)
         return entry_message(entry, self._clock())
 
-    @translate_errors
+    @observed_admin_call
     async def GetEntry(  # noqa: N802 (gRPC method name)
         self, request: authz_pb2.GetEntryRequest, context: Context
     ) -> authz_pb2.Entry:
@@ -123,7 +158,7 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
         entry = await self._admin.get(authorization_of(context), request.id)
         return entry_message(entry, self._clock())
 
-    @translate_errors
+    @observed_admin_call
     async def ListEntries(  # noqa: N802 (gRPC method name)
         self, request: authz_pb2.ListEntriesRequest, context: Context
     ) -> authz_pb2.ListEntriesResponse:

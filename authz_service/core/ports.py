@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
-from .model import Entry
+from .model import Entry, State
 
 # Where a listing resumes: the (create_time, id) of the last entry already returned.
 Cursor = tuple[datetime, str]
@@ -47,6 +47,9 @@ class EntryStore(Protocol):
 
     def record_use(self, last_used: Mapping[str, datetime]) -> None:
         """Set `last_used_time` of the given entries (a batch; not a revision change)."""
+
+    def count_by_state(self, now: datetime) -> dict[State, int]:
+        """How many entries are ACTIVE, REVOKED and EXPIRED at `now` (every state present)."""
 
     def close(self) -> None:
         """Release the store's connections."""

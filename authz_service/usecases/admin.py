@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import hashlib
 import hmac
 import json
@@ -53,6 +54,10 @@ from authz_service.core.rules import (
 from authz_service.core.tokens import lookup_tag
 
 from .check import Checker
+
+# The subject of the admin whose call is being served, set once its token is accepted; read
+# by the access log. Each gRPC call runs in its own task, so each has its own value.
+acting_admin: contextvars.ContextVar[str] = contextvars.ContextVar("acting_admin", default="")
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -124,6 +129,7 @@ class Admin:
             "", authorization, ADMIN_PLUGIN, permission.value, _ACTION_OF[permission]
         )
         if decision.allowed:
+            acting_admin.set(decision.subject)
             return decision.subject
         if decision.code == UNAUTHENTICATED:
             raise Unauthenticated(f"admin token rejected: {decision.reason}")

@@ -154,6 +154,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         ("target", None),
         ("timeout", None),
         ("admin_token_file", None),
+        ("tls_ca", None),
+        ("tls_cert", None),
+        ("tls_key", None),
     ):
         if not hasattr(args, name):
             setattr(args, name, unset)
@@ -273,6 +276,21 @@ def _common_flags(
             type=seconds,
             metavar="SECONDS",
             help=f"deadline of each call [{DEFAULT_TIMEOUT:g}]",
+        )
+        flags.add_argument(
+            "--tls-ca",
+            metavar="FILE",
+            help="connect with TLS, trusting this PEM CA [AUTHZ_TLS_CA, plaintext]",
+        )
+        flags.add_argument(
+            "--tls-cert",
+            metavar="FILE",
+            help="PEM client certificate, for a server under mTLS [AUTHZ_TLS_CLIENT_CERT]",
+        )
+        flags.add_argument(
+            "--tls-key",
+            metavar="FILE",
+            help="PEM private key of --tls-cert [AUTHZ_TLS_CLIENT_KEY]",
         )
     if admin:
         flags.add_argument(

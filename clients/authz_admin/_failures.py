@@ -149,7 +149,8 @@ def _unavailable(details: str, target: str) -> NoServer:
     if any(words in details.lower() for words in _UNREACHED):
         return NoServer(
             f"no server answered at {target} ({details}): is `authz-service serve` running "
-            "there? Set --target or AUTHZ_TARGET to its address"
+            "there? Set --target or AUTHZ_TARGET to its address; if it serves TLS, give "
+            "--tls-ca (and --tls-cert with --tls-key under mTLS)"
         )
     return NoServer(
         f"the server at {target} cannot serve the call now ({details}): "

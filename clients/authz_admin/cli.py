@@ -12,7 +12,9 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
-from authz_client import AuthzClient, AuthzClientError, Entry, NotFound
+import grpc
+
+from authz_client import AuthzClient, AuthzClientError, Entry, NotFound, tls_credentials
 
 from ._arguments import (
     DEFAULT_TARGET,
@@ -85,12 +87,36 @@ def run(
         if args.command == "check"
         else read_admin_token(args.admin_token_file, environ, needs=needs)
     )
+    credentials = channel_credentials(args, environ)
     situation = Situation(target, timeout, needs, getattr(args, "entry", None))
     try:
-        with AuthzClient(target, admin_token=admin_token, timeout=timeout) as client:
+        with AuthzClient(
+            target, admin_token=admin_token, timeout=timeout, credentials=credentials
+        ) as client:
             return remote(client)
     except AuthzClientError as error:
         raise explain(error, situation) from None
+
+
+def channel_credentials(
+    args: argparse.Namespace, environ: Mapping[str, str]
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials when --tls-ca, --tls-cert or --tls-key (or their variables) are given;
+    None means plaintext."""
+    ca = args.tls_ca or environ.get("AUTHZ_TLS_CA") or None
+    cert = args.tls_cert or environ.get("AUTHZ_TLS_CLIENT_CERT") or None
+    key = args.tls_key or environ.get("AUTHZ_TLS_CLIENT_KEY") or None
+    if not (ca or cert or key):
+        return None
+    try:
+        return tls_credentials(ca, cert, key)
+    except ValueError:
+        raise UsageError(
+            "a client certificate needs both --tls-cert (AUTHZ_TLS_CLIENT_CERT) and "
+            "--tls-key (AUTHZ_TLS_CLIENT_KEY)"
+        ) from None
+    except OSError as error:
+        raise UsageError(f"cannot read {error.filename}: {error.strerror}") from None
 
 
 def _create(args: argparse.Namespace, out: Output, stdin: TextIO) -> Remote:

@@ -7,6 +7,9 @@ calls for tools, and server interceptors that guard a Python gRPC backend.
         result = authz.check(request_authorization_header, "catalog", "catalog.entity.read", "read")
         if not result.allowed:
             ...  # answer result.http_status (401 or 403)
+
+Against a server that serves TLS, pass `credentials=tls_credentials(ca_file="ca.pem")` (with
+`cert_file` and `key_file` too under mTLS).
 """
 
 from ._errors import (
@@ -25,6 +28,7 @@ from ._errors import (
 )
 from ._model import ACTIONS, CheckResult, Entry, Restriction
 from ._requests import KEEP
+from ._tls import tls_credentials
 from .aio import AsyncAuthzClient
 from .client import AuthzClient
 from .interceptor import (
@@ -58,4 +62,5 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "current_identity",
+    "tls_credentials",
 ]

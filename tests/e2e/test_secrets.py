@@ -155,3 +155,6 @@ def test_no_token_appears_in_database_wal_log_or_responses(tmp_path: Path) -> No
     # The checks did find what they were looking for, so the haystacks are not empty.
     assert b"secret-holder" in b"".join(running.values())
     assert "serving on" in server.log
+    # The log searched holds an access line per admin call and, at DEBUG, a line per Check.
+    assert "authz_service.access" in server.log
+    assert "authz_service.check" in server.log

@@ -15,7 +15,7 @@ import pytest
 
 from authz_service.adapters.sqlite_store import SqliteStore
 from authz_service.core.errors import Aborted, AlreadyExists, NotFound
-from authz_service.core.model import Action, Entry, Restriction
+from authz_service.core.model import Action, Entry, Restriction, State
 from authz_service.core.ports import EntryStore
 from fakes import InMemoryStore
 
@@ -375,6 +375,21 @@ def test_revoked_entries_are_listed_only_when_asked_for(store: EntryStore) -> No
 
 def test_listing_an_empty_store_returns_nothing(store: EntryStore) -> None:
     assert store.list_entries(None, 10, include_revoked=True) == []
+
+
+# count_by_state
+
+
+def test_entries_are_counted_by_their_state_at_the_given_time(store: EntryStore) -> None:
+    assert store.count_by_state(T0) == {State.ACTIVE: 0, State.REVOKED: 0, State.EXPIRED: 0}
+    store.add(entry(1))
+    store.add(entry(2, revoked=True))
+    store.add(replace(entry(3), expire_time=T0 + timedelta(days=1)))
+    # Revoked wins over expired.
+    store.add(replace(entry(4, revoked=True), expire_time=T0 + timedelta(days=1)))
+    assert store.count_by_state(T0) == {State.ACTIVE: 2, State.REVOKED: 2, State.EXPIRED: 0}
+    later = T0 + timedelta(days=1)  # expiry is inclusive
+    assert store.count_by_state(later) == {State.ACTIVE: 1, State.REVOKED: 2, State.EXPIRED: 1}
 
 
 # record_use

@@ -1,0 +1,262 @@
+"""`envoy.service.auth.v3.Authorization/Check`: Envoy's external authorization, translated.
+
+Envoy asks before it forwards an HTTP request. The route's `context_extensions` name the
+`plugin`, optional `permission` and `action` (else the HTTP method gives the action), the
+`authorization` header carries the token, and the answer is the same `Checker.check` decision
+`authz.v1.AuthzService/Check` gives, with the same cache and revocation window.
+
+A deny is always a CheckResponse, never an RPC error: Envoy treats an RPC error as an outage of
+this service. Only a real failure (storage unavailable, a bug) ends the call with an RPC error,
+through the one error mapping in `_status`, and Envoy then fails closed on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+from google.rpc import code_pb2, status_pb2
+
+from authz_service.core.decision import Decision, Reason
+from authz_service.core.errors import InvalidArgument, invalid
+from authz_service.core.model import Action
+from authz_service.usecases import Checker
+
+from ._status import abort_for
+
+log = logging.getLogger("authz_service.api.envoy")
+
+SERVICE_NAME: str = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+REALM = "authz-service"
+SUBJECT_HEADER = "x-authz-subject"
+ENTRY_ID_HEADER = "x-authz-entry-id"
+REASON_HEADER = "x-ext-auth-reason"
+MISCONFIGURED_ROUTE = "misconfigured_route"
+
+# The action a request asks for when its route names none. Other methods (TRACE, CONNECT,
+# extension methods) ask for no action: allowed only to entries whose restriction for the
+# plugin lists no actions, as Check treats a request that names none.
+METHOD_ACTIONS: Mapping[str, Action] = {
+    "GET": Action.READ,
+    "HEAD": Action.READ,
+    "OPTIONS": Action.READ,
+    "POST": Action.CREATE,
+    "PUT": Action.UPDATE,
+    "PATCH": Action.UPDATE,
+    "DELETE": Action.DELETE,
+}
+# Action numbers, looked up per request.
+_METHOD_NUMBERS = {method: int(action) for method, action in METHOD_ACTIONS.items()}
+_ACTION_NAMES = {action.name.lower(): int(action) for action in Action}
+_FLAGS = {"true": True, "false": False}
+
+Context = Any  # grpc.aio.ServicerContext; the generated code leaves it untyped
+
+
+class RouteCheck(NamedTuple):
+    """What one route asks Check, read from its context_extensions and the request's method.
+
+    `action` is an `authz.v1.Action` number, 0 when the request asks for none. (A NamedTuple:
+    one is built per request, and it costs half what a frozen dataclass does.)
+    """
+
+    plugin: str
+    permission: str
+    action: int
+    forward_authorization: bool
+
+
+def route_check(extensions: Mapping[str, str], method: str) -> RouteCheck:
+    """The Check a request on this route asks for; InvalidArgument if the route is misconfigured.
+
+    Only presence and the spelling of `action` and `forward_authorization` are checked here;
+    Check itself validates the plugin and permission names.
+    """
+    plugin = extensions.get("plugin", "")
+    if not plugin:
+        raise invalid("context_extensions.plugin", "is required: the route names no plugin")
+    named = extensions.get("action", "")
+    if named:
+        action = _ACTION_NAMES.get(named.lower())
+        if action is None:
+            raise invalid(
+                "context_extensions.action", "must be one of create, read, update, delete"
+            )
+    else:
+        # Envoy sends methods in upper case; upper() only for anything else.
+        action = _METHOD_NUMBERS.get(method)
+        if action is None:
+            action = _METHOD_NUMBERS.get(method.upper(), 0)
+    flag = extensions.get("forward_authorization", "")
+    forward = _FLAGS.get(flag.lower()) if flag else False
+    if forward is None:
+        raise invalid("context_extensions.forward_authorization", 'must be "true" or "false"')
+    return RouteCheck(plugin, extensions.get("permission", ""), action, forward)
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """The HTTP answer Envoy sends for a deny: status, WWW-Authenticate (or ""), JSON body."""
+
+    http_status: int
+    www_authenticate: str
+    error: str
+    reason: str
+
+    @property
+    def body(self) -> str:
+        """`{"error": ..., "reason": ...}`."""
+        return json.dumps({"error": self.error, "reason": self.reason})
+
+
+def denial_of(decision: Decision) -> Denial:
+    """How a DENY decision reads over HTTP (RFC 6750 section 3).
+
+    No credential at all gets a bare challenge; a bad, revoked or expired one `invalid_token`;
+    a valid one without the scope 403 `insufficient_scope`.
+    """
+    if decision.http_status == 401:
+        if decision.reason == Reason.MISSING_TOKEN:
+            return Denial(401, f'Bearer realm="{REALM}"', "unauthenticated", decision.reason)
+        challenge = f'Bearer realm="{REALM}", error="invalid_token"'
+        return Denial(401, challenge, "invalid_token", decision.reason)
+    challenge = f'Bearer realm="{REALM}", error="insufficient_scope"'
+    return Denial(403, challenge, "insufficient_scope", decision.reason)
+
+
+# A misconfigured route is the platform's fault, not the caller's: 500, so it shows in 5xx
+# alerts rather than sending callers to check their token's scope.
+MISCONFIGURED = Denial(500, "", "misconfigured_route", MISCONFIGURED_ROUTE)
+
+
+def allow_response(
+    decision: Decision, forward_authorization: bool
+) -> external_auth_pb2.CheckResponse:
+    """OK: the identity in headers (overwriting the client's) and in dynamic metadata."""
+    headers = [
+        _header(SUBJECT_HEADER, decision.subject),
+        _header(ENTRY_ID_HEADER, decision.entry_id),
+    ]
+    metadata = struct_pb2.Struct()
+    metadata.update({"subject": decision.subject, "entry_id": decision.entry_id})
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.OK),
+        ok_response=external_auth_pb2.OkHttpResponse(
+            headers=headers,
+            headers_to_remove=[] if forward_authorization else ["authorization"],
+        ),
+        dynamic_metadata=metadata,
+    )
+
+
+def deny_response(denial: Denial) -> external_auth_pb2.CheckResponse:
+    """A denied CheckResponse carrying `denial` as the HTTP answer Envoy sends."""
+    code = {401: code_pb2.UNAUTHENTICATED, 403: code_pb2.PERMISSION_DENIED}.get(
+        denial.http_status, code_pb2.INVALID_ARGUMENT
+    )
+    headers = [_header(REASON_HEADER, denial.reason), _header("content-type", "application/json")]
+    if denial.www_authenticate:
+        headers.append(_header("www-authenticate", denial.www_authenticate))
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code, message=denial.reason),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=denial.http_status),
+            headers=headers,
+            body=denial.body,
+        ),
+    )
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=key, value=value),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+
+
+_MAX_RESPONSES = 50_000
+_WARN_EVERY_SECONDS = 60.0
+_MAX_WARNED = 1024
+
+
+class EnvoyAuthorizationServicer:
+    """`envoy.service.auth.v3.Authorization`: Check for Envoy's ext_authz HTTP filter."""
+
+    def __init__(self, checker: Checker, clock: Callable[[], float] = time.monotonic) -> None:
+        self._checker = checker
+        self._clock = clock
+        # Responses built once per distinct answer, as AuthzServicer does: an entry's ALLOW
+        # (its subject never changes) with or without the header removal, or a deny reason.
+        self._responses: dict[tuple[str, bool], external_auth_pb2.CheckResponse] = {}
+        self._misconfigured = deny_response(MISCONFIGURED)
+        # When each distinct route problem was last logged, so a busy broken route logs once
+        # a minute rather than once per request.
+        self._warned: dict[str, float] = {}
+
+    async def Check(  # noqa: N802 (gRPC method name)
+        self, request: external_auth_pb2.CheckRequest, context: Context
+    ) -> external_auth_pb2.CheckResponse:
+        """ALLOW as OK with the identity headers; every deny as a denied CheckResponse."""
+        attributes = request.attributes
+        http = attributes.request.http
+        try:
+            route = route_check(attributes.context_extensions, http.method)
+            decision = await self._checker.check(
+                "", _authorization(http), route.plugin, route.permission, route.action
+            )
+        except InvalidArgument as error:
+            self._warn_misconfigured(attributes, str(error))
+            return self._misconfigured
+        except Exception as error:  # noqa: BLE001 (mapped, never leaked, by abort_for)
+            await abort_for(context, error, "Envoy Check")
+        key = (decision.entry_id or decision.reason, route.forward_authorization)
+        response = self._responses.get(key)
+        if response is None:
+            if len(self._responses) >= _MAX_RESPONSES:
+                self._responses.clear()
+            if decision.allowed:
+                response = allow_response(decision, route.forward_authorization)
+            else:
+                response = deny_response(denial_of(decision))
+            self._responses[key] = response
+        return response
+
+    def _warn_misconfigured(self, attributes: Any, problem: str) -> None:
+        extensions = dict(sorted(attributes.context_extensions.items()))
+        key = f"{problem} {extensions}"
+        now = self._clock()
+        last = self._warned.get(key)
+        if last is not None and now - last < _WARN_EVERY_SECONDS:
+            return
+        if len(self._warned) >= _MAX_WARNED:
+            self._warned.clear()
+        self._warned[key] = now
+        http = attributes.request.http
+        # The path without its query (which may carry secrets); repr keeps control characters
+        # a client put in the path out of the log's structure. Never a header value.
+        log.warning(
+            "Envoy route misconfigured, request denied with 500: %s (context_extensions %s, "
+            "on %s %r)",
+            problem,
+            extensions,
+            http.method,
+            http.host + http.path.partition("?")[0],
+        )
+
+
+def _authorization(http: Any) -> str:
+    """The `authorization` header: from `headers`, or `header_map` with encode_raw_headers."""
+    value: str = http.headers.get("authorization", "")
+    if not value:
+        for header in http.header_map.headers:
+            if header.key.lower() == "authorization":
+                return str(header.raw_value.decode("utf-8", "replace") or header.value)
+    return value
