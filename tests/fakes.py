@@ -125,10 +125,11 @@ class InMemoryStore:
         """Nothing to release; remembered so tests can see it was called."""
         self.closed = True
 
-    def snapshot(self) -> dict[str, Entry]:
-        """A copy of every stored entry by id, to assert that a refused call wrote nothing."""
+    def snapshot(self) -> tuple[dict[str, Entry], list[tuple[int, str]]]:
+        """A copy of every stored entry by id and of the retired verifiers, to assert that a
+        refused call wrote nothing."""
         with self._lock:
-            return dict(self._entries)
+            return dict(self._entries), list(self._retired)
 
     def _unrevoked(self, subject: str) -> Entry | None:
         return next(

@@ -33,6 +33,13 @@ def load_or_create_key(path: Path) -> bytes:
         out.write(key)
         out.flush()
         os.fsync(out.fileno())
+    # The new directory entry must survive a power loss too, or entries written later would
+    # outlive the key that makes their tags meaningful.
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
     return key
 
 

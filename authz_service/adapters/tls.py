@@ -32,11 +32,6 @@ class ServerTls:
     private_key: bytes = field(repr=False)
     client_ca: bytes | None = None
 
-    @property
-    def requires_client_certificates(self) -> bool:
-        """True under mTLS: a client without a certificate signed by `client_ca` is refused."""
-        return self.client_ca is not None
-
     def credentials(self) -> grpc.ServerCredentials:
         """grpc's server credentials for these files."""
         return grpc.ssl_server_credentials(

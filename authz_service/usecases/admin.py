@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from authz_service.core.decision import UNAUTHENTICATED
@@ -162,7 +163,7 @@ class Admin:
                 update_time=now,
                 expire_time=new.expire_time,
             )
-            await self._write(self._store.add, entry)
+            await self._commit(self._store.add, entry, self._checker.token_added)
         return entry
 
     async def update(self, authorization: str, change: EntryChange) -> Entry:
@@ -220,14 +221,16 @@ class Admin:
             revision=current.revision + 1,
         )
         if not change.new_token:
-            await self._write(self._store.replace, updated)
-            self._checker.refresh(updated)
+            await self._commit(
+                self._store.replace, updated, partial(self._checker.refresh, updated)
+            )
             return self._with_usage(updated)
         async with self._token_lock:
             verifier, tag = await self._claim(change.new_token, "new_token")
             updated = replace(updated, verifier=verifier, lookup_tag=tag)
-            await self._write(self._store.replace, updated)
-            self._checker.forget(updated.id)
+            await self._commit(
+                self._store.replace, updated, partial(self._checker.forget, updated.id)
+            )
         return self._with_usage(updated)
 
     async def revoke(self, authorization: str, entry_id: str, reason: str) -> Entry:
@@ -240,6 +243,8 @@ class Admin:
         while True:
             current = self._get(entry_id)
             if current.revoke_time is not None:
+                # Heals the cache should an earlier revoke have been cut short before it could.
+                self._checker.refresh(current)
                 return self._with_usage(current)
             now = self._clock()
             revoked = replace(
@@ -250,10 +255,11 @@ class Admin:
                 revision=current.revision + 1,
             )
             try:
-                await self._write(self._store.replace, revoked)
+                await self._commit(
+                    self._store.replace, revoked, partial(self._checker.refresh, revoked)
+                )
             except Aborted:
                 continue  # another admin wrote meanwhile: revoke what is there now
-            self._checker.refresh(revoked)
             return self._with_usage(revoked)
 
     async def get(self, authorization: str, entry_id: str) -> Entry:
@@ -312,7 +318,7 @@ class Admin:
                     create_time=now,
                     update_time=now,
                 )
-                await self._write(self._store.add, entry)
+                await self._commit(self._store.add, entry, self._checker.token_added)
                 return entry
             updated = replace(
                 current,
@@ -326,8 +332,9 @@ class Admin:
                 updated = replace(updated, verifier=verifier, lookup_tag=tag)
             elif updated.restrictions == current.restrictions and current.expire_time is None:
                 return current
-            await self._write(self._store.replace, updated)
-            self._checker.forget(updated.id)
+            await self._commit(
+                self._store.replace, updated, partial(self._checker.forget, updated.id)
+            )
             return updated
 
     def _get(self, entry_id: str) -> Entry:
@@ -374,8 +381,24 @@ class Admin:
         verifier = await loop.run_in_executor(self._hash_pool, self._hasher.hash, token)
         return verifier, lookup_tag(self._key, token)
 
-    async def _write(self, write: Callable[[Entry], None], entry: Entry) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._write_pool, write, entry)
+    async def _commit(
+        self, write: Callable[[Entry], None], entry: Entry, then: Callable[[], None]
+    ) -> None:
+        """Write `entry` on the writer thread, then bring the Check cache up to date (`then`).
+
+        The two run as one shielded task: a call cancelled by its client or its deadline while
+        the write runs must still update the cache once the write commits, or a token revoked
+        or rotated away would stay allowed from the cache.
+        """
+
+        async def unit() -> None:
+            await asyncio.get_running_loop().run_in_executor(self._write_pool, write, entry)
+            then()
+
+        task = asyncio.ensure_future(unit())
+        # Retrieve the outcome even when the caller is gone, so it is never "never retrieved".
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        await asyncio.shield(task)
 
     def _page_token(self, cursor: Cursor) -> str:
         payload = json.dumps([to_micros(cursor[0]), cursor[1]]).encode()

@@ -81,6 +81,9 @@ class Checker:
         self._cache: dict[bytes, Policy] = {}
         self._digests_of: dict[str, set[bytes]] = {}
         self._inflight: dict[bytes, asyncio.Task[Policy | None]] = {}
+        # Digests of wrong tokens whose tag matched some entry: replayed, each would cost an
+        # argon2 verify per request. Bounded, and emptied by every admin write.
+        self._failed: dict[bytes, None] = {}
         # Bumped by every invalidation; a verify that started before one is not cached.
         self._generation = 0
         self._last_used: dict[str, float] = {}
@@ -130,6 +133,8 @@ class Checker:
             # until here: warm checks skip it.
             if token_problem(presented) is not None:
                 return self._counted(DENY_MALFORMED, started)
+            if digest in self._failed:
+                return self._counted(DENY_UNKNOWN_TOKEN, started)
             policy = await self._resolve(digest, presented)
             if policy is None:
                 return self._counted(DENY_UNKNOWN_TOKEN, started)
@@ -198,8 +203,13 @@ class Checker:
         """How many verified tokens the cache holds now."""
         return len(self._cache)
 
+    def token_added(self) -> None:
+        """A token became valid (an entry was created): forget the tokens known to be wrong."""
+        self._invalidate()
+
     def _invalidate(self) -> None:
         self._generation += 1
+        self._failed.clear()
         # Checks arriving from now on must read the store afresh, not join an older verify.
         self._inflight.clear()
 
@@ -241,6 +251,10 @@ class Checker:
                 if entry.revoke_time is None and self._hasher.needs_rehash(entry.verifier):
                     await self._rehash(entry, token)
                 return policy
+        if generation == self._generation:
+            if len(self._failed) >= self._cache_size:
+                del self._failed[next(iter(self._failed))]
+            self._failed[digest] = None
         return None
 
     def _timed_verify(self, verifier: str, token: str) -> tuple[bool, float]:

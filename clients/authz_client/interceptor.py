@@ -69,6 +69,7 @@ def _verdict(result: CheckResult) -> CheckResult | _Refusal:
 
 _UNMAPPED = _Refusal(grpc.StatusCode.PERMISSION_DENIED, "access denied: method has no access rule")
 _NO_TOKEN = _Refusal(grpc.StatusCode.UNAUTHENTICATED, "access denied: missing_token")
+_MALFORMED = _Refusal(grpc.StatusCode.UNAUTHENTICATED, "access denied: malformed")
 _UNREACHABLE = _Refusal(
     grpc.StatusCode.UNAVAILABLE, "access denied: the authorization service did not answer"
 )
@@ -120,6 +121,8 @@ class AuthzServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 return _UNMAPPED
             if not authorization:
                 return _NO_TOKEN
+            if " " not in authorization:
+                return _MALFORMED  # a header value, so it needs its scheme: "Bearer <token>"
             try:
                 return _verdict(
                     self._client.check(authorization, rule.plugin, rule.permission, rule.action)
@@ -182,6 +185,8 @@ class AsyncAuthzServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[t
                 return _UNMAPPED
             if not authorization:
                 return _NO_TOKEN
+            if " " not in authorization:
+                return _MALFORMED  # a header value, so it needs its scheme: "Bearer <token>"
             try:
                 return _verdict(
                     await self._client.check(

@@ -98,6 +98,16 @@ def test_a_call_with_a_wrong_token_is_unauthenticated(sync_backend: str, reader_
     assert _code(sync_backend, WHOAMI, "wrong-token-12345") == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_a_token_without_its_bearer_scheme_is_unauthenticated(
+    sync_backend: str, reader_token: str
+) -> None:
+    with grpc.insecure_channel(sync_backend) as channel:
+        call = channel.unary_unary(WHOAMI)
+        with pytest.raises(grpc.RpcError) as raised:
+            call(b"", metadata=(("authorization", reader_token),), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 def test_an_under_scoped_call_is_permission_denied(sync_backend: str, reader_token: str) -> None:
     assert _code(sync_backend, RESTOCK, reader_token) == grpc.StatusCode.PERMISSION_DENIED
 

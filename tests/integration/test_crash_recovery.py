@@ -1,4 +1,9 @@
-"""A server killed with SIGKILL keeps every write it acknowledged."""
+"""A server killed with SIGKILL keeps every write it acknowledged.
+
+This covers a process crash; the page cache survives it. That the writes also reach the disk
+before they are acknowledged (power loss) is shown by the store's pragmas, tested in
+test_sqlite_durability.py.
+"""
 
 from __future__ import annotations
 

@@ -42,6 +42,29 @@ def test_entries_written_before_close_are_all_there_after_reopen(tmp_path: Path)
     reopened.close()
 
 
+def test_every_connection_syncs_each_commit_to_disk(tmp_path: Path) -> None:
+    # SIGKILL (test_crash_recovery) leaves the OS page cache intact; a power loss does not.
+    # synchronous=FULL in WAL mode is what makes an acknowledged write survive that too.
+    store = SqliteStore(tmp_path / "authz.db")
+    seen: list[tuple[int, int]] = []
+
+    def pragmas() -> None:
+        db = store._db()  # each thread has its own connection
+        seen.append(
+            (
+                db.execute("PRAGMA synchronous").fetchone()[0],
+                db.execute("PRAGMA busy_timeout").fetchone()[0],
+            )
+        )
+
+    pragmas()
+    worker = threading.Thread(target=pragmas)
+    worker.start()
+    worker.join()
+    store.close()
+    assert seen == [(2, 5000), (2, 5000)]  # 2 is FULL
+
+
 def test_an_empty_file_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
     path = tmp_path / "authz.db"
     path.touch()

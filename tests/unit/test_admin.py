@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 from collections.abc import Awaitable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -80,6 +81,7 @@ class World:
     checker: Checker
     admin: Admin
     clock: Clock
+    write_pool: ThreadPoolExecutor
     root: Entry | None = None
 
     def seed(
@@ -125,7 +127,7 @@ def world() -> Iterator[World]:
     admin = Admin(
         store, hasher, checker, key=KEY, hash_pool=hash_pool, write_pool=write_pool, clock=clock
     )
-    world = World(store, hasher, checker, admin, clock)
+    world = World(store, hasher, checker, admin, clock, write_pool)
     world.root = world.seed(ROOT_TOKEN, "root-admin", (FULL_ADMIN_RESTRICTION,))
     yield world
     hash_pool.shutdown(wait=True)
@@ -472,7 +474,9 @@ def test_two_concurrent_creates_with_one_token_let_exactly_one_through(world: Wo
     created = [o for o in outcomes if isinstance(o, Entry)]
     assert len(created) == 1
     assert [type(o) for o in outcomes if not isinstance(o, Entry)] == [AlreadyExists]
-    holders = [e for e in world.store.snapshot().values() if world.hasher.verify(e.verifier, TOKEN)]
+    holders = [
+        e for e in world.store.snapshot()[0].values() if world.hasher.verify(e.verifier, TOKEN)
+    ]
     assert holders == created
 
 
@@ -763,6 +767,42 @@ def test_rotation_to_a_malformed_token_is_invalid_without_echoing_it(world: Worl
 # Revoke
 
 
+WAIT_SECONDS = 10
+
+
+def test_a_revoke_cancelled_mid_write_still_denies_the_next_check(world: World) -> None:
+    async def scenario() -> tuple[Decision, Decision]:
+        created = await world.create("catalog-sync", TOKEN)
+        assert (await world.check(TOKEN)).allowed  # now cached
+        # Hold the writer thread so the revoke is cancelled while its write waits to run.
+        release = threading.Event()
+        started = threading.Event()
+
+        def hold() -> None:
+            started.set()
+            release.wait(WAIT_SECONDS)
+
+        held = asyncio.get_running_loop().run_in_executor(world.write_pool, hold)
+        await asyncio.to_thread(started.wait, WAIT_SECONDS)
+        revoking = asyncio.create_task(world.admin.revoke(ROOT, created.id, "leaked"))
+        await asyncio.sleep(0)  # let it reach its write
+        revoking.cancel()
+        release.set()
+        await held
+        with pytest.raises(asyncio.CancelledError):
+            await revoking
+        # The shielded write and its cache update finish on their own: once a job queued
+        # behind the write has run, the write is done, and its cache update follows on the loop.
+        await asyncio.wrap_future(world.write_pool.submit(lambda: None))
+        await asyncio.sleep(0)
+        assert world.store.get(created.id).revoke_time is not None
+        return await world.check(TOKEN), await world.check(TOKEN)
+
+    first, second = run(scenario())
+    assert (first.allowed, first.reason) == (False, "revoked")
+    assert second.reason == "revoked"
+
+
 def test_revoke_denies_the_token_on_the_very_next_check(world: World) -> None:
     async def scenario() -> tuple[Entry, Entry, Decision]:
         created = await world.create("catalog-sync", TOKEN)
@@ -1036,7 +1076,9 @@ def test_ensure_bootstrap_admin_with_a_new_token_re_keys_the_entry(world: World)
     assert rekeyed.revision == first.revision + 1
     assert world.hasher.verify(rekeyed.verifier, new_token)
     assert not world.hasher.verify(rekeyed.verifier, old_token)
-    assert len([e for e in world.store.snapshot().values() if e.subject == BOOTSTRAP_SUBJECT]) == 1
+    assert (
+        len([e for e in world.store.snapshot()[0].values() if e.subject == BOOTSTRAP_SUBJECT]) == 1
+    )
 
 
 def test_ensure_bootstrap_admin_restores_full_rights_and_clears_expiry(world: World) -> None:
@@ -1124,7 +1166,7 @@ def test_a_use_recorded_while_an_update_is_in_flight_survives_the_update() -> No
     admin = Admin(
         store, hasher, checker, key=KEY, hash_pool=hash_pool, write_pool=write_pool, clock=clock
     )
-    world = World(store, hasher, checker, admin, clock)
+    world = World(store, hasher, checker, admin, clock, write_pool)
     world.seed(ROOT_TOKEN, "root-admin", (FULL_ADMIN_RESTRICTION,))
     used_at = T0 + timedelta(minutes=5)
 

@@ -210,6 +210,31 @@ def test_a_token_whose_tag_collides_with_an_entry_is_denied_after_one_verify(
     assert checker.cache_size == 0
 
 
+def test_a_replayed_wrong_token_with_a_colliding_tag_costs_one_verify_in_all(
+    world: World,
+) -> None:
+    world.add(TOKEN, tag=tag_of(OTHER_TOKEN))
+    checker = world.checker()
+
+    async def replay() -> list[str]:
+        return [(await read_catalog(checker, OTHER_TOKEN)).reason for _ in range(5)]
+
+    assert run(replay()) == ["unknown_token"] * 5
+    assert world.hasher.verify_calls == 1
+
+
+def test_a_token_known_to_be_wrong_is_verified_again_once_an_entry_is_created(
+    world: World,
+) -> None:
+    world.add(TOKEN, tag=tag_of(OTHER_TOKEN))
+    checker = world.checker()
+    assert run(read_catalog(checker, OTHER_TOKEN)).reason == "unknown_token"
+    world.add(OTHER_TOKEN, "late-comer")
+    checker.token_added()
+    decision = run(read_catalog(checker, OTHER_TOKEN))
+    assert (decision.allowed, decision.subject) == (True, "late-comer")
+
+
 def test_among_entries_sharing_a_tag_the_one_whose_verifier_matches_wins(world: World) -> None:
     world.add(OTHER_TOKEN, "impostor", tag=tag_of(TOKEN))
     holder = world.add(TOKEN, "holder")
@@ -600,7 +625,7 @@ def test_flushing_with_nothing_pending_writes_nothing(world: World) -> None:
     entry = world.add(TOKEN)
     checker = world.checker()
     run(checker.flush_usage())
-    assert world.store.snapshot() == {entry.id: entry}
+    assert world.store.snapshot() == ({entry.id: entry}, [])
 
 
 # Rehashing
