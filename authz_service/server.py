@@ -94,7 +94,17 @@ async def start(settings: Settings) -> Service:
     hash_pool = ThreadPoolExecutor(settings.hash_workers, thread_name_prefix="argon2")
     write_pool = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
     hasher = Argon2Hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
-    checker = Checker(store, hasher, key, hash_pool, write_pool, cache_size=settings.cache_size)
+    # The database lock makes this process the store's only writer, so Check may answer tag
+    # misses from the set of tags in memory.
+    checker = Checker(
+        store,
+        hasher,
+        key,
+        hash_pool,
+        write_pool,
+        cache_size=settings.cache_size,
+        known_tags=store.all_tags(),
+    )
     admin = Admin(store, hasher, checker, key=key, hash_pool=hash_pool, write_pool=write_pool)
     if settings.bootstrap_token:
         try:

@@ -80,6 +80,11 @@ class InMemoryStore:
                 self._retired.append((current.lookup_tag, current.verifier))
             self._entries[entry.id] = replace(entry, last_used_time=current.last_used_time)
 
+    def all_tags(self) -> set[int]:
+        """The lookup tag of every entry, revoked ones included."""
+        with self._lock:
+            return {e.lookup_tag for e in self._entries.values()}
+
     def find_retired(self, tag: int) -> list[str]:
         """Verifiers of rotated-away tokens with this lookup tag."""
         with self._lock:

@@ -182,6 +182,14 @@ class SqliteStore:
             raise NotFound(entry_id)
         raise Aborted("etag: the entry changed since it was read; read it again")
 
+    def all_tags(self) -> set[int]:
+        """The lookup tag of every entry, revoked ones included."""
+        try:
+            rows = self._db().execute("SELECT DISTINCT lookup_tag FROM entries").fetchall()
+        except sqlite3.OperationalError as exc:
+            raise Unavailable(f"database read failed: {exc}") from None
+        return {tag for (tag,) in rows}
+
     def find_retired(self, tag: int) -> list[str]:
         """Verifiers of rotated-away tokens with this lookup tag."""
         try:

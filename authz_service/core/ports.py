@@ -30,6 +30,9 @@ class EntryStore(Protocol):
     def find_tag(self, tag: int) -> list[Entry]:
         """Every entry, revoked ones included, whose token has this lookup tag."""
 
+    def all_tags(self) -> set[int]:
+        """The lookup tag of every entry, revoked ones included."""
+
     def replace(self, entry: Entry) -> None:
         """Write `entry` over revision `entry.revision - 1`; Aborted if it moved on meanwhile.
 

@@ -379,7 +379,9 @@ class Admin:
             raise AlreadyExists(f"{field}: already in use or retired; generate a new token")
         loop = asyncio.get_running_loop()
         verifier = await loop.run_in_executor(self._hash_pool, self._hasher.hash, token)
-        return verifier, lookup_tag(self._key, token)
+        tag = lookup_tag(self._key, token)
+        self._checker.expect_tag(tag)  # before the write: no moment when Check could miss it
+        return verifier, tag
 
     async def _commit(
         self, write: Callable[[Entry], None], entry: Entry, then: Callable[[], None]

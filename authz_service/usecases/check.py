@@ -68,8 +68,13 @@ class Checker:
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
         clock: Callable[[], float] = time.time,
+        known_tags: set[int] | None = None,
     ) -> None:
         self._store = store
+        # Every lookup tag in the store, when this process is the store's only writer (the
+        # server locks its database): a tag not in it is a miss without a store query. Admin
+        # calls add a new token's tag with `expect_tag` before its entry is written.
+        self._known_tags = known_tags
         self._hasher = hasher
         self._key = key
         self._cache_secret = cache_secret(key)
@@ -203,6 +208,11 @@ class Checker:
         """How many verified tokens the cache holds now."""
         return len(self._cache)
 
+    def expect_tag(self, tag: int) -> None:
+        """A token with this lookup tag is about to be written: let Check look it up."""
+        if self._known_tags is not None:
+            self._known_tags.add(tag)
+
     def token_added(self) -> None:
         """A token became valid (an entry was created): forget the tokens known to be wrong."""
         self._invalidate()
@@ -219,7 +229,9 @@ class Checker:
             # The store is read here, before any task exists: a tag that matches nothing (the
             # common wrong-token case) is answered without scheduling anything.
             generation = self._generation
-            candidates = self._store.find_tag(lookup_tag(self._key, token))
+            tag = lookup_tag(self._key, token)
+            known = self._known_tags
+            candidates = [] if known is not None and tag not in known else self._store.find_tag(tag)
             if not candidates:
                 self.tag_misses += 1
                 return None

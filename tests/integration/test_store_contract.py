@@ -392,6 +392,14 @@ def test_entries_are_counted_by_their_state_at_the_given_time(store: EntryStore)
     assert store.count_by_state(later) == {State.ACTIVE: 1, State.REVOKED: 2, State.EXPIRED: 1}
 
 
+def test_all_tags_holds_the_tag_of_every_entry_revoked_ones_included(store: EntryStore) -> None:
+    assert store.all_tags() == set()
+    store.add(entry(1, tag=7))
+    store.add(entry(2, tag=7, subject="other"))
+    store.add(entry(3, tag=9, revoked=True))
+    assert store.all_tags() == {7, 9}
+
+
 # record_use
 
 

@@ -767,6 +767,44 @@ def test_rotation_to_a_malformed_token_is_invalid_without_echoing_it(world: Worl
 # Revoke
 
 
+def test_created_and_rotated_tokens_are_found_by_a_checker_with_the_tags_in_memory() -> None:
+    hash_pool, write_pool = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    store, hasher, clock = InMemoryStore(), FakeHasher(), Clock(T0)
+    world = World(store, hasher, None, None, clock, write_pool)  # type: ignore[arg-type]
+    world.seed(ROOT_TOKEN, "root-admin", (FULL_ADMIN_RESTRICTION,))
+    world.checker = Checker(
+        store,
+        hasher,
+        KEY,
+        hash_pool,
+        write_pool,
+        clock=lambda: clock().timestamp(),
+        known_tags=store.all_tags(),
+    )
+    world.admin = Admin(
+        store,
+        hasher,
+        world.checker,
+        key=KEY,
+        hash_pool=hash_pool,
+        write_pool=write_pool,
+        clock=clock,
+    )
+
+    async def scenario() -> tuple[Decision, Decision, Decision]:
+        created = await world.create("catalog-sync", TOKEN)
+        first = await world.check(TOKEN)
+        await world.admin.update(ROOT, EntryChange(created.id, created.etag, new_token=OTHER_TOKEN))
+        return first, await world.check(OTHER_TOKEN), await world.check(TOKEN)
+
+    first, rotated, old = run(scenario())
+    hash_pool.shutdown(wait=True)
+    write_pool.shutdown(wait=True)
+    assert first.allowed
+    assert rotated.allowed
+    assert old.reason == "unknown_token"
+
+
 WAIT_SECONDS = 10
 
 

@@ -71,7 +71,7 @@ class World:
     write_pool: ThreadPoolExecutor
     clock: Clock
 
-    def checker(self, cache_size: int = 100) -> Checker:
+    def checker(self, cache_size: int = 100, known_tags: set[int] | None = None) -> Checker:
         return Checker(
             self.store,
             self.hasher,
@@ -80,6 +80,7 @@ class World:
             self.write_pool,
             cache_size=cache_size,
             clock=self.clock,
+            known_tags=known_tags,
         )
 
     def add(
@@ -194,6 +195,43 @@ def test_a_token_whose_tag_matches_nothing_costs_no_verification(world: World) -
     assert checker.argon2_verifications == 0
     assert checker.tag_misses == 3
     assert checker.cache_size == 0
+
+
+class CountingStore(InMemoryStore):
+    """Counts the tag queries Check makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tag_queries = 0
+
+    def find_tag(self, tag: int) -> list[Entry]:
+        self.tag_queries += 1
+        return super().find_tag(tag)
+
+
+def test_with_the_tags_in_memory_a_tag_miss_does_not_query_the_store(world: World) -> None:
+    world.store = CountingStore()
+    entry = world.add(TOKEN)
+    checker = world.checker(known_tags=world.store.all_tags())
+
+    async def scenario() -> tuple[Decision, Decision]:
+        return await read_catalog(checker, OTHER_TOKEN), await read_catalog(checker, TOKEN)
+
+    wrong, right = run(scenario())
+    assert wrong.reason == "unknown_token"
+    assert allowed_as(right, entry)
+    assert world.store.tag_queries == 1  # only for the token whose tag is known
+    assert checker.tag_misses == 1
+
+
+def test_an_expected_tag_makes_a_new_entry_findable_with_the_tags_in_memory(
+    world: World,
+) -> None:
+    checker = world.checker(known_tags=world.store.all_tags())
+    entry = world.add(TOKEN)  # written behind the checker's back, as another writer would
+    assert run(read_catalog(checker, TOKEN)).reason == "unknown_token"
+    checker.expect_tag(entry.lookup_tag)
+    assert allowed_as(run(read_catalog(checker, TOKEN)), entry)
 
 
 def test_a_token_whose_tag_collides_with_an_entry_is_denied_after_one_verify(
