@@ -108,10 +108,11 @@ async def start(settings: Settings) -> Service:
     admin = Admin(store, hasher, checker, key=key, hash_pool=hash_pool, write_pool=write_pool)
     if settings.bootstrap_token:
         try:
-            await admin.ensure_bootstrap_admin(settings.bootstrap_token)
+            bootstrap = await admin.ensure_bootstrap_admin(settings.bootstrap_token)
         except AuthzError as exc:
             store.close()
             raise StartupError(f"bootstrap token: {exc}") from None
+        log.info("bootstrap-admin is ready (entry %s)", bootstrap.id)
 
     server = grpc.aio.server(options=_SERVER_OPTIONS)
     # With AUTHZ_ADMIN_LISTEN, AdminService lives on its own server, absent from the main one.

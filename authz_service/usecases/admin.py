@@ -376,7 +376,7 @@ class Admin:
         taken out of service must never work again.
         """
         if await self._holder(token) is not None or await self._retired(token):
-            raise AlreadyExists(f"{field}: already in use or retired; generate a new token")
+            raise AlreadyExists(f"{field}: already in use or retired (tokens are never reused)")
         loop = asyncio.get_running_loop()
         verifier = await loop.run_in_executor(self._hash_pool, self._hasher.hash, token)
         tag = lookup_tag(self._key, token)

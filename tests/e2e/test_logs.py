@@ -42,10 +42,11 @@ def test_every_line_is_a_json_object_with_time_level_logger_and_message(
     server.admin.ListEntries(pb.ListEntriesRequest(), metadata=ADMIN_METADATA)
     server.stop()
     records = _records(server)
-    assert len(records) >= 4  # serving, an access line, stopping, stopped
+    assert len(records) >= 5  # bootstrap, serving, an access line, stopping, stopped
     for record in records:
         assert {"time", "level", "logger", "message"} <= set(record)
-    assert records[0]["message"].startswith(f"serving on 127.0.0.1:{server.port} ")
+    assert records[0]["message"].startswith("bootstrap-admin is ready (entry ")
+    assert records[1]["message"].startswith(f"serving on 127.0.0.1:{server.port} ")
 
 
 def test_each_admin_call_writes_one_access_line_naming_the_acting_admin(
@@ -105,5 +106,5 @@ def test_at_debug_each_check_writes_a_line_without_its_token(tmp_path: Path) -> 
 def test_text_lines_on_request_still_name_the_listener(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "authz.db", {"AUTHZ_LOG_FORMAT": "text"})
     server.stop()
-    assert not server.lines[0].startswith("{")
-    assert f"INFO authz_service: serving on 127.0.0.1:{server.port}" in server.lines[0]
+    assert not any(line.startswith("{") for line in server.lines)
+    assert f"INFO authz_service: serving on 127.0.0.1:{server.port}" in server.lines[1]
