@@ -62,11 +62,17 @@ class InMemoryStore:
     def replace(self, entry: Entry) -> None:
         """Write `entry` over revision `entry.revision - 1`; NotFound or Aborted otherwise.
 
-        Every field but `last_used_time` is written, as the SQLite store does: `record_use`
-        owns that one. A write that would leave two unrevoked entries with one subject raises
-        AlreadyExists (no use case attempts it; the SQLite store's unique index refuses it too).
-        A changed verifier retires the old one.
+        Every field but `last_used_time` (owned by `record_use`) and the token (owned by
+        `rotate`) is written, as the SQLite store does. A write that would leave two unrevoked
+        entries with one subject raises AlreadyExists (as the SQLite unique index does).
         """
+        self._write_over(entry, rotate=False)
+
+    def rotate(self, entry: Entry) -> None:
+        """`replace` with the entry's new token; the old verifier is retired."""
+        self._write_over(entry, rotate=True)
+
+    def _write_over(self, entry: Entry, *, rotate: bool) -> None:
         with self._lock:
             current = self._entries.get(entry.id)
             if current is None:
@@ -76,8 +82,10 @@ class InMemoryStore:
             holder = self._unrevoked(entry.subject) if entry.revoke_time is None else None
             if holder is not None and holder.id != entry.id:
                 raise AlreadyExists("subject: an unrevoked entry already has this subject")
-            if entry.verifier != current.verifier:
+            if rotate:
                 self._retired.append((current.lookup_tag, current.verifier))
+            else:
+                entry = replace(entry, verifier=current.verifier, lookup_tag=current.lookup_tag)
             self._entries[entry.id] = replace(entry, last_used_time=current.last_used_time)
 
     def all_tags(self) -> set[int]:

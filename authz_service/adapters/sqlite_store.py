@@ -155,20 +155,30 @@ class SqliteStore:
         """Write `entry` over its previous revision (compare-and-set on `revision`).
 
         `last_used_time` is left alone: `record_use` owns it, and does not bump the revision.
-        A changed verifier (a rotation) moves the old one to `retired_tokens`.
+        So is the token: a rehash may have replaced the verifier since `entry` was read.
         """
+        self._write_over(entry, rotate=False)
+
+    def rotate(self, entry: Entry) -> None:
+        """`replace` with the entry's new token; the old verifier moves to `retired_tokens`."""
+        self._write_over(entry, rotate=True)
+
+    def _write_over(self, entry: Entry, *, rotate: bool) -> None:
         row = _row(entry)
         entry_id = row.pop("id")
         del row["last_used_time"]
+        if not rotate:
+            del row["verifier"], row["lookup_tag"]
         assignments = ", ".join(f"{column} = ?" for column in row)
         try:
             with self._transaction() as tx:
-                tx.execute(
-                    "INSERT INTO retired_tokens (entry_id, lookup_tag, verifier, retire_time)"
-                    " SELECT id, lookup_tag, verifier, ? FROM entries"
-                    " WHERE id = ? AND revision = ? AND verifier != ?",
-                    [row["update_time"], entry_id, entry.revision - 1, entry.verifier],
-                )
+                if rotate:
+                    tx.execute(
+                        "INSERT INTO retired_tokens (entry_id, lookup_tag, verifier, retire_time)"
+                        " SELECT id, lookup_tag, verifier, ? FROM entries"
+                        " WHERE id = ? AND revision = ?",
+                        [row["update_time"], entry_id, entry.revision - 1],
+                    )
                 cursor = tx.execute(
                     f"UPDATE entries SET {assignments} WHERE id = ? AND revision = ?",  # noqa: S608 (column names are ours)
                     [*row.values(), entry_id, entry.revision - 1],

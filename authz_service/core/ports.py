@@ -36,8 +36,11 @@ class EntryStore(Protocol):
     def replace(self, entry: Entry) -> None:
         """Write `entry` over revision `entry.revision - 1`; Aborted if it moved on meanwhile.
 
-        A new verifier (a rotation) retires the old one, in the same write.
+        The token (verifier and lookup tag) is left as stored: only `rotate` changes it.
         """
+
+    def rotate(self, entry: Entry) -> None:
+        """`replace`, with the entry's new token; the old verifier is retired in the same write."""
 
     def find_retired(self, tag: int) -> list[str]:
         """The verifiers of rotated-away tokens with this lookup tag."""

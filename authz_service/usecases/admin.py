@@ -229,7 +229,7 @@ class Admin:
             verifier, tag = await self._claim(change.new_token, "new_token")
             updated = replace(updated, verifier=verifier, lookup_tag=tag)
             await self._commit(
-                self._store.replace, updated, partial(self._checker.forget, updated.id)
+                self._store.rotate, updated, partial(self._checker.forget, updated.id)
             )
         return self._with_usage(updated)
 
@@ -327,14 +327,14 @@ class Admin:
                 update_time=now,
                 revision=current.revision + 1,
             )
+            write = self._store.replace
             if holder is None:
                 verifier, tag = await self._claim(token, "bootstrap token")
                 updated = replace(updated, verifier=verifier, lookup_tag=tag)
+                write = self._store.rotate
             elif updated.restrictions == current.restrictions and current.expire_time is None:
                 return current
-            await self._commit(
-                self._store.replace, updated, partial(self._checker.forget, updated.id)
-            )
+            await self._commit(write, updated, partial(self._checker.forget, updated.id))
             return updated
 
     def _get(self, entry_id: str) -> Entry:

@@ -197,10 +197,10 @@ def test_find_tag_returns_every_entry_with_the_tag_revoked_ones_included(
     assert [e.id for e in store.find_tag(43)] == ["id-003"]
 
 
-def test_find_tag_sees_a_new_tag_after_a_replace(store: EntryStore) -> None:
+def test_find_tag_sees_a_new_tag_after_a_rotation(store: EntryStore) -> None:
     store.add(entry(1, tag=42))
     rotated = replace(store.get("id-001"), lookup_tag=99, verifier="fake$v1$s$new", revision=2)
-    store.replace(rotated)
+    store.rotate(rotated)
     assert store.find_tag(42) == []
     assert store.find_tag(99) == [rotated]
 
@@ -250,12 +250,25 @@ def test_replace_that_would_duplicate_an_unrevoked_subject_raises_already_exists
     assert store.get("id-002") == before
 
 
-def test_replace_with_a_new_verifier_retires_the_old_one(store: EntryStore) -> None:
+def test_rotate_retires_the_old_verifier(store: EntryStore) -> None:
     original = entry(1, tag=41)
     store.add(original)
-    store.replace(replace(original, verifier="$new", lookup_tag=42, revision=2))
+    store.rotate(replace(original, verifier="$new", lookup_tag=42, revision=2))
     assert store.find_retired(41) == [original.verifier]
     assert store.find_retired(42) == []
+
+
+def test_replace_keeps_the_stored_token_even_if_a_rehash_came_after_the_read(
+    store: EntryStore,
+) -> None:
+    original = entry(1, tag=41)
+    store.add(original)
+    read = store.get("id-001")
+    store.replace_verifier("id-001", original.verifier, "$stronger")
+    store.replace(replace(read, description="changed", revision=2))
+    stored = store.get("id-001")
+    assert (stored.description, stored.verifier, stored.lookup_tag) == ("changed", "$stronger", 41)
+    assert store.find_retired(41) == []
 
 
 def test_replace_that_keeps_the_verifier_retires_nothing(store: EntryStore) -> None:
@@ -305,7 +318,7 @@ def test_replace_verifier_leaves_a_rotated_verifier_alone(store: EntryStore) -> 
     original = entry(1)
     store.add(original)
     rotated = replace(original, verifier="fake$v1$salt$rotated", lookup_tag=7, revision=2)
-    store.replace(rotated)
+    store.rotate(rotated)
     store.replace_verifier(original.id, original.verifier, "fake$v2$salt$rehash-of-old")
     assert store.get(original.id) == rotated
 

@@ -422,7 +422,7 @@ def test_forget_after_rotation_makes_the_old_token_unknown_and_the_new_one_work(
             lookup_tag=tag_of(new_token),
             revision=entry.revision + 1,
         )
-        world.store.replace(rotated)
+        world.store.rotate(rotated)
         checker.forget(entry.id)
         return await read_catalog(checker, TOKEN), await read_catalog(checker, new_token)
 
