@@ -1,9 +1,9 @@
 """The Check use case: from a presented token to a decision, in microseconds when warm.
 
-A warm token costs one HMAC and one dict lookup. A cold one costs a lookup-tag query and one
-argon2 verify per candidate entry, run in a bounded pool off the event loop; concurrent cold
-checks of the same token share one verify (single flight). A token whose tag matches nothing
-costs no argon2 work at all.
+A warm token costs one keyed BLAKE2b and a few dict lookups. A cold one costs its HMAC lookup
+tag, a store query and one argon2 verify per candidate entry, run in a thread pool off the event
+loop; concurrent cold checks of the same token share one verify (single flight). A token whose
+tag matches nothing costs no argon2 work at all, and no store query when the tags are known.
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ class Checker:
     ) -> Decision:
         """Decide whether the token (raw, or in an Authorization value) may do this.
 
-        This is the hot path: a warm token costs one HMAC and a few dict lookups. Names seen
-        valid before skip the regexes, and nothing here awaits unless the token is cold.
+        This is the hot path: a warm token costs one keyed BLAKE2b and a few dict lookups.
+        Names seen valid before skip the regexes, and nothing here awaits unless it is cold.
         """
         started = _now()
         if plugin not in self._valid_plugins or (
