@@ -8,14 +8,13 @@ interleaved round by round in the same run.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from _load import Load, _figures, ensure_h2load
+from _load import Load, run_h2load
 from _processes import Server
 
 # The Envoy launcher is shared with the end-to-end tests.
@@ -40,32 +39,9 @@ MakeRow = Callable[
 def http_load(
     url: str, authorization: str, seconds: float, clients: int = 4, streams: int = 16
 ) -> Load:
-    """Drive GET `url` over h2c for `seconds`; latencies from h2load's per-request log."""
-    with tempfile.TemporaryDirectory() as work:
-        log_file = Path(work) / "requests.log"
-        # check=False: a CalledProcessError would quote the command line, token included.
-        result = subprocess.run(
-            [
-                ensure_h2load(),
-                *("-D", f"{seconds:g}", "-c", str(clients), "-m", str(streams)),
-                *("-H", f"authorization: {authorization}", "--log-file", str(log_file), url),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode:
-            raise RuntimeError(f"h2load failed: {(result.stderr or result.stdout).strip()}")
-        durations, failures = [], 0
-        for line in log_file.read_text().splitlines():
-            _, status, micros = line.split("\t")
-            if status == "200":
-                durations.append(int(micros) / 1000)
-            else:
-                failures += 1
-    if not durations:
-        raise RuntimeError("h2load completed no request through Envoy:\n" + result.stdout)
-    return _figures(durations, seconds, failures)
+    """Drive GET `url` over h2c for `seconds`, with the given Authorization header."""
+    headers = (f"authorization: {authorization}",)
+    return run_h2load(url, headers, (), seconds, clients=clients, streams=streams)
 
 
 def _expect_allowed(envoy: EnvoyProcess, authorization: str) -> None:

@@ -51,34 +51,46 @@ def ensure_h2load() -> str:
 
 
 def h2load(target: str, body: bytes, seconds: float, clients: int = 4, streams: int = 16) -> Load:
-    """Drive Check with one fixed body for `seconds`; latencies from h2load's per-request log."""
+    """Drive Check with one fixed body for `seconds`."""
     with tempfile.TemporaryDirectory() as work:
-        body_file, log_file = Path(work) / "body.bin", Path(work) / "requests.log"
+        body_file = Path(work) / "body.bin"
         body_file.write_bytes(body)
+        headers = ("content-type: application/grpc", "te: trailers")
+        args = ("-d", str(body_file))
+        return run_h2load(
+            f"http://{target}{CHECK_PATH}", headers, args, seconds, clients=clients, streams=streams
+        )
+
+
+def run_h2load(
+    url: str,
+    headers: tuple[str, ...],
+    args: tuple[str, ...],
+    seconds: float,
+    *,
+    clients: int = 4,
+    streams: int = 16,
+) -> Load:
+    """Run h2load against `url` for `seconds`; latencies from its per-request log."""
+    with tempfile.TemporaryDirectory() as work:
+        log_file = Path(work) / "requests.log"
+        # check=False: a CalledProcessError would quote the command line, headers included
+        # (an authorization header carries a token).
         result = subprocess.run(
             [
                 ensure_h2load(),
-                "-D",
-                str(seconds),
-                "-c",
-                str(clients),
-                "-m",
-                str(streams),
-                "-d",
-                str(body_file),
-                "-H",
-                "content-type: application/grpc",
-                "-H",
-                "te: trailers",
-                "--log-file",
-                str(log_file),
-                f"http://{target}{CHECK_PATH}",
+                *("-D", f"{seconds:g}", "-c", str(clients), "-m", str(streams)),
+                *(arg for header in headers for arg in ("-H", header)),
+                *args,
+                *("--log-file", str(log_file), url),
             ],
             capture_output=True,
             text=True,
-            check=True,
+            check=False,
         )
-        durations = []
+        if result.returncode:
+            raise RuntimeError(f"h2load failed: {(result.stderr or result.stdout).strip()}")
+        durations: list[float] = []
         failures = 0
         for line in log_file.read_text().splitlines():
             _, status, micros = line.split("\t")
@@ -87,7 +99,7 @@ def h2load(target: str, body: bytes, seconds: float, clients: int = 4, streams: 
             else:
                 failures += 1
     if not durations:
-        raise RuntimeError("h2load completed no request:\n" + result.stdout)
+        raise RuntimeError(f"h2load completed no request to {url}:\n" + result.stdout)
     return _figures(durations, seconds, failures)
 
 

@@ -75,6 +75,17 @@ _UNREACHABLE = _Refusal(
 )
 
 
+def _rule_to_check(rule: MethodRule | None, authorization: str) -> MethodRule | _Refusal:
+    """The rule to ask the service about, or why the call is refused without asking."""
+    if rule is None:
+        return _UNMAPPED
+    if not authorization:
+        return _NO_TOKEN
+    if " " not in authorization:
+        return _MALFORMED  # a header value, so it needs its scheme: "Bearer <token>"
+    return rule
+
+
 class _Rules:
     def __init__(self, rules: Mapping[str, MethodRule], public: Iterable[str]) -> None:
         self.rules = dict(rules)
@@ -117,15 +128,12 @@ class AuthzServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         authorization = _authorization(handler_call_details.invocation_metadata)
 
         def decide() -> CheckResult | _Refusal:
-            if rule is None:
-                return _UNMAPPED
-            if not authorization:
-                return _NO_TOKEN
-            if " " not in authorization:
-                return _MALFORMED  # a header value, so it needs its scheme: "Bearer <token>"
+            asked = _rule_to_check(rule, authorization)
+            if isinstance(asked, _Refusal):
+                return asked
             try:
                 return _verdict(
-                    self._client.check(authorization, rule.plugin, rule.permission, rule.action)
+                    self._client.check(authorization, asked.plugin, asked.permission, asked.action)
                 )
             except AuthzClientError:
                 return _UNREACHABLE
@@ -181,16 +189,13 @@ class AsyncAuthzServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[t
         authorization = _authorization(handler_call_details.invocation_metadata)
 
         async def decide() -> CheckResult | _Refusal:
-            if rule is None:
-                return _UNMAPPED
-            if not authorization:
-                return _NO_TOKEN
-            if " " not in authorization:
-                return _MALFORMED  # a header value, so it needs its scheme: "Bearer <token>"
+            asked = _rule_to_check(rule, authorization)
+            if isinstance(asked, _Refusal):
+                return asked
             try:
                 return _verdict(
                     await self._client.check(
-                        authorization, rule.plugin, rule.permission, rule.action
+                        authorization, asked.plugin, asked.permission, asked.action
                     )
                 )
             except AuthzClientError:
