@@ -31,7 +31,7 @@ from authz_service.core.rules import (
     plugin_problem,
     token_problem,
 )
-from authz_service.core.tokens import cache_key, cache_secret, lookup_tag
+from authz_service.core.tokens import TokenDigests
 
 from .timing import Durations
 
@@ -76,8 +76,9 @@ class Checker:
         # calls add a new token's tag with `expect_tag` before its entry is written.
         self._known_tags = known_tags
         self._hasher = hasher
-        self._key = key
-        self._cache_secret = cache_secret(key)
+        digests = TokenDigests(key)
+        self._cache_key = digests.cache_key
+        self._lookup_tag = digests.lookup_tag
         self._hash_pool = hash_pool
         self._write_pool = write_pool
         self._cache_size = cache_size
@@ -128,7 +129,7 @@ class Checker:
             if isinstance(credential, Decision):
                 return self._counted(credential, started)
             presented = credential
-        digest = cache_key(self._cache_secret, presented)
+        digest = self._cache_key(presented)
         policy = self._cache.get(digest)
         if policy is not None:
             self.cache_hits += 1
@@ -229,7 +230,7 @@ class Checker:
             # The store is read here, before any task exists: a tag that matches nothing (the
             # common wrong-token case) is answered without scheduling anything.
             generation = self._generation
-            tag = lookup_tag(self._key, token)
+            tag = self._lookup_tag(token)
             known = self._known_tags
             candidates = [] if known is not None and tag not in known else self._store.find_tag(tag)
             if not candidates:
