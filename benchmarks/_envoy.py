@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from _load import Load, run_h2load
-from _processes import Server
+from _processes import Server, per_core
 
 # The Envoy launcher is shared with the end-to-end tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -51,12 +51,13 @@ def _expect_allowed(envoy: EnvoyProcess, authorization: str) -> None:
 
 
 def envoy_rows(
-    make_row: MakeRow[RowT], authz_target: str, token: str, seconds: float, rounds: int
+    make_row: MakeRow[RowT], authz: Server, token: str, seconds: float, rounds: int
 ) -> list[RowT]:
     """The floor row and the authz-service row, or one FAIL row saying why they could not run.
 
-    `authz_target` is the running authz-service (the seeded large database) and `token` one of
-    its warm tokens with catalog read access.
+    `authz` is the running authz-service (the seeded large database) and `token` one of its
+    warm tokens with catalog read access. Placed as `per_core` places the other throughput
+    rows: the two ext_authz servers on one CPU, Envoy and h2load on the others.
     """
     authorization = f"Bearer {token}"
     floor: list[Load] = []
@@ -66,14 +67,15 @@ def envoy_rows(
         envoys: list[EnvoyProcess] = []
         try:
             empty = Server([sys.executable, str(HERE / "empty_ext_authz.py")])
-            for name, target in (("floor", empty.target), ("authz", authz_target)):
-                config = render_config(target, direct_catalog=True)
-                envoys.append(EnvoyProcess(config, Path(work) / name))
-            for envoy in envoys:
-                _expect_allowed(envoy, authorization)
-            for _ in range(rounds):
-                floor.append(http_load(envoys[0].url + PATH, authorization, seconds))
-                real.append(http_load(envoys[1].url + PATH, authorization, seconds))
+            with per_core([empty, authz]) as placement:
+                for name, target in (("floor", empty.target), ("authz", authz.target)):
+                    config = render_config(target, direct_catalog=True)
+                    envoys.append(EnvoyProcess(config, Path(work) / name))
+                for envoy in envoys:
+                    _expect_allowed(envoy, authorization)
+                for _ in range(rounds):
+                    floor.append(http_load(envoys[0].url + PATH, authorization, seconds))
+                    real.append(http_load(envoys[1].url + PATH, authorization, seconds))
         except (EnvoyUnavailable, RuntimeError, OSError) as exc:
             why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             name = "Envoy ext_authz vs empty ext_authz"
@@ -86,7 +88,7 @@ def envoy_rows(
     base = sorted(floor, key=lambda load: load.rps)[len(floor) // 2]
     ours = sorted(real, key=lambda load: load.rps)[len(real) // 2]
     ratio = ours.rps / base.rps
-    note = "h2load GET via Envoy (h2c), warm token"
+    note = f"h2load GET via Envoy (h2c), warm token; {placement}"
     return [
         make_row(
             "Envoy + empty ext_authz server (floor)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -9,6 +10,8 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -76,6 +79,13 @@ class Server:
         kib = int(re.search(r"VmRSS:\s+(\d+) kB", status)[1])  # type: ignore[index]
         return kib * 1024 / 1e6
 
+    def pin(self, cpus: set[int]) -> None:
+        """Run every thread of the server on `cpus` (threads started later inherit it)."""
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            # A thread may end between the listing and the call.
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task.name), cpus)
+
     def stop(self) -> None:
         """SIGTERM, then wait."""
         if self.process.poll() is None:
@@ -84,3 +94,27 @@ class Server:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+@contextmanager
+def per_core(servers: Sequence[Server]) -> Iterator[str]:
+    """Servers on the last CPU; this thread, and the load generators it starts, on the others.
+
+    Throughput is then a figure per core, and a load generator never takes CPU from the server
+    it measures. Yields a note saying how the run was placed. On one CPU nothing is pinned.
+    """
+    everything = os.sched_getaffinity(0)
+    if len(everything) < 2:
+        yield "unpinned: one CPU"
+        return
+    server_cpus, load_cpus = {max(everything)}, everything - {max(everything)}
+    for server in servers:
+        server.pin(server_cpus)
+    os.sched_setaffinity(0, load_cpus)
+    try:
+        yield f"server on CPU {max(everything)}, load on the other {len(load_cpus)}"
+    finally:
+        os.sched_setaffinity(0, everything)
+        for server in servers:
+            if server.process.poll() is None:
+                server.pin(everything)

@@ -141,7 +141,14 @@ class Checker:
                 return self._counted(DENY_MALFORMED, started)
             if digest in self._failed:
                 return self._counted(DENY_UNKNOWN_TOKEN, started)
-            policy = await self._resolve(digest, presented)
+            tag = self._lookup_tag(presented)
+            known = self._known_tags
+            if known is not None and tag not in known:
+                # The common wrong token: answered here, with no store query, no task and no
+                # await. (The set only grows, so no verify of this token can be in flight.)
+                self.tag_misses += 1
+                return self._counted(DENY_UNKNOWN_TOKEN, started)
+            policy = await self._resolve(digest, presented, tag)
             if policy is None:
                 return self._counted(DENY_UNKNOWN_TOKEN, started)
         now = self._clock()
@@ -224,15 +231,13 @@ class Checker:
         # Checks arriving from now on must read the store afresh, not join an older verify.
         self._inflight.clear()
 
-    async def _resolve(self, digest: bytes, token: str) -> Policy | None:
+    async def _resolve(self, digest: bytes, token: str, tag: int) -> Policy | None:
         flight = self._inflight.get(digest)
         if flight is None:
-            # The store is read here, before any task exists: a tag that matches nothing (the
-            # common wrong-token case) is answered without scheduling anything.
+            # The store is read here, before any task exists: a tag that matches nothing is
+            # answered without scheduling anything.
             generation = self._generation
-            tag = self._lookup_tag(token)
-            known = self._known_tags
-            candidates = [] if known is not None and tag not in known else self._store.find_tag(tag)
+            candidates = self._store.find_tag(tag)
             if not candidates:
                 self.tag_misses += 1
                 return None
