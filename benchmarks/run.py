@@ -60,7 +60,7 @@ class Sizes:
     rounds: int
 
 
-FULL = Sizes(fillers=100_000, decoys=200, cached=10_000, seconds=8, rounds=3)
+FULL = Sizes(fillers=100_000, decoys=200, cached=10_000, seconds=6, rounds=5)
 SMOKE = Sizes(fillers=2_000, decoys=20, cached=200, seconds=1, rounds=1)
 
 

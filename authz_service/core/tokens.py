@@ -5,8 +5,8 @@ to the one or few entries worth an argon2 verify, too short to let a stolen data
 guesses. It is computed only when a token is not in the cache.
 
 The cache key of a verified token is keyed BLAKE2b-256 under a key derived from the server
-key: a full-length MAC like the HMAC, never persisted, but computed on every warm Check, where
-it measured several times cheaper than OpenSSL's HMAC in a busy server (see the README).
+key: a full-length MAC like the HMAC, never persisted, computed on every warm Check, where it
+measured cheaper than the HMAC (see the README).
 
 Check computes both through `TokenDigests`, which hashes each key's first block once, at
 start, and copies that state per token: half the hashing, and none of OpenSSL's per-call
