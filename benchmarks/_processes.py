@@ -80,11 +80,24 @@ class Server:
         return kib * 1024 / 1e6
 
     def pin(self, cpus: set[int]) -> None:
-        """Run every thread of the server on `cpus` (threads started later inherit it)."""
-        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
-            # A thread may end between the listing and the call.
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(int(task.name), cpus)
+        """Run every thread of the server on `cpus` (threads started later inherit it).
+
+        Lists the threads again until a pass finds no new one, in case one was started by a
+        thread not yet pinned. Does nothing once the process has ended.
+        """
+        done: set[str] = set()
+        while True:
+            try:
+                tasks = {task.name for task in Path(f"/proc/{self.process.pid}/task").iterdir()}
+            except FileNotFoundError:
+                return
+            if tasks <= done:
+                return
+            for task in tasks - done:
+                # A thread may end between the listing and the call.
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(task), cpus)
+            done |= tasks
 
     def stop(self) -> None:
         """SIGTERM, then wait."""
@@ -101,20 +114,35 @@ def per_core(servers: Sequence[Server]) -> Iterator[str]:
     """Servers on the last CPU; this thread, and the load generators it starts, on the others.
 
     Throughput is then a figure per core, and a load generator never takes CPU from the server
-    it measures. Yields a note saying how the run was placed. On one CPU nothing is pinned.
+    it measures. The server CPU's hyperthread siblings are left idle. Yields a note saying how
+    the run was placed; with no CPU to spare for the load, nothing is pinned.
     """
     everything = os.sched_getaffinity(0)
-    if len(everything) < 2:
-        yield "unpinned: one CPU"
+    server_cpu = max(everything)
+    load_cpus = everything - _siblings(server_cpu)
+    if not load_cpus:
+        yield "unpinned: no CPU apart from the server's"
         return
-    server_cpus, load_cpus = {max(everything)}, everything - {max(everything)}
-    for server in servers:
-        server.pin(server_cpus)
-    os.sched_setaffinity(0, load_cpus)
     try:
-        yield f"server on CPU {max(everything)}, load on the other {len(load_cpus)}"
+        for server in servers:
+            server.pin({server_cpu})
+        os.sched_setaffinity(0, load_cpus)
+        yield f"server on CPU {server_cpu}, load on the other {len(load_cpus)}"
     finally:
         os.sched_setaffinity(0, everything)
         for server in servers:
-            if server.process.poll() is None:
-                server.pin(everything)
+            server.pin(everything)
+
+
+def _siblings(cpu: int) -> set[int]:
+    """`cpu` and the hyperthreads sharing its core, from sysfs ("0-1" or "0,4")."""
+    path = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+    try:
+        listing = path.read_text().strip()
+    except OSError:
+        return {cpu}
+    siblings = {cpu}
+    for part in listing.split(","):
+        first, _, last = part.partition("-")
+        siblings.update(range(int(first), int(last or first) + 1))
+    return siblings

@@ -201,7 +201,9 @@ def run(sizes: Sizes, work: Path) -> list[Row]:
 
         # Latency under admin writes and under a burst of colliding cold checks, unpinned.
         seconds = max(sizes.seconds, 4)
-        idle = h2load(s100k.target, warm_body(large), seconds)
+        idle = median_load(
+            [h2load(s100k.target, warm_body(large), seconds) for _ in range(sizes.rounds)]
+        )
         writes = during(
             lambda: h2load(s100k.target, warm_body(large), seconds),
             admin_writes(s100k, large.fillers, 10),

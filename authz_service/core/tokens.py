@@ -39,9 +39,9 @@ class TokenDigests:
     __slots__ = ("_cache", "_inner", "_outer")
 
     def __init__(self, key: bytes) -> None:
-        if len(key) > _SHA256_BLOCK:
-            key = hashlib.sha256(key).digest()
-        padded = key.ljust(_SHA256_BLOCK, b"\0")
+        # HMAC's own rule: a key longer than a block is hashed first.
+        block_key = hashlib.sha256(key).digest() if len(key) > _SHA256_BLOCK else key
+        padded = block_key.ljust(_SHA256_BLOCK, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
         # Domain-separated from the lookup tag: the cache key's own key.
