@@ -168,7 +168,7 @@ async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight calls and return."""
     service = await start(settings)
     # What start-up made lives as long as the process: out of the collector's way, so its
-    # collections (a few a second under load) do not walk it again each time.
+    # full collections do not walk it again (callgrind: 2k instructions less per Check).
     gc.collect()
     gc.freeze()
     host = settings.listen.rpartition(":")[0]
