@@ -60,9 +60,10 @@ class Server:
         return cls(argv, env, metrics=True)
 
     @classmethod
-    def empty(cls) -> Server:
-        """The empty-handler baseline."""
-        return cls([sys.executable, str(HERE / "empty_server.py"), "--listen", "127.0.0.1:0"])
+    def empty(cls, listen: str = "127.0.0.1:0", reuse_port: bool = False) -> Server:
+        """The empty-handler baseline (`reuse_port`: one of several processes on one port)."""
+        argv = [sys.executable, str(HERE / "empty_server.py"), "--listen", listen]
+        return cls([*argv, "--reuse-port"] if reuse_port else argv)
 
     def metric(self, name: str) -> float:
         """One unlabelled metric's current value."""

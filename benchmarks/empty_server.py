@@ -31,8 +31,8 @@ class EmptyAuthz(authz_pb2_grpc.AuthzServiceServicer):
         return ANSWER
 
 
-async def serve(listen: str) -> None:
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+async def serve(listen: str, reuse_port: bool) -> None:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", int(reuse_port))])
     authz_pb2_grpc.add_AuthzServiceServicer_to_server(EmptyAuthz(), server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port(listen)
     await server.start()
@@ -43,4 +43,8 @@ async def serve(listen: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--listen", default="127.0.0.1:0")
-    asyncio.run(serve(parser.parse_args().listen))
+    parser.add_argument(
+        "--reuse-port", action="store_true", help="share the port with other processes"
+    )
+    args = parser.parse_args()
+    asyncio.run(serve(args.listen, args.reuse_port))

@@ -230,8 +230,36 @@ def run(sizes: Sizes, work: Path) -> list[Row]:
     finally:
         for server in servers:
             server.stop()
+    rows.append(_workers_row(sizes, small))
     rows.append(_memory_row(work / "large" / "authz.db", large, sizes.cached))
     return rows
+
+
+def _workers_row(sizes: Sizes, tokens: Seeded) -> Row:
+    """What a second process would add (`--workers`): two empty-handler servers sharing a port
+    (SO_REUSEPORT) against one, unpinned, with connections enough to reach both."""
+    single = Server.empty(reuse_port=True)
+    first = Server.empty(reuse_port=True)
+    pair = [first, Server.empty(first.target, reuse_port=True)]
+    try:
+        one, two = [], []
+        for _ in range(sizes.rounds):
+            one.append(h2load(single.target, warm_body(tokens), sizes.seconds, clients=8))
+            two.append(h2load(first.target, warm_body(tokens), sizes.seconds, clients=8))
+    finally:
+        for server in (single, *pair):
+            server.stop()
+    alone, shared = median_load(one), median_load(two)
+    return Row(
+        "floor, two processes on one port vs one",
+        shared.rps,
+        shared.p50_ms,
+        shared.p99_ms,
+        shared.rps / alone.rps,
+        "for --workers",
+        True,
+        f"h2load -c 8, unpinned; one process {alone.rps:,.0f}/s",
+    )
 
 
 def _throughput(
