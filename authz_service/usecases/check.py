@@ -1,9 +1,10 @@
 """The Check use case: from a presented token to a decision, in microseconds when warm.
 
-A warm token costs one keyed BLAKE2b and a few dict lookups. A cold one costs its HMAC lookup
-tag, a store query and one argon2 verify per candidate entry, run in a thread pool off the event
-loop; concurrent cold checks of the same token share one verify (single flight). A token whose
-tag matches nothing costs no argon2 work at all, and no store query when the tags are known.
+A warm token costs one keyed SHA-256 and a few dict lookups. A cold one costs the rest of its
+HMAC lookup tag, a store query and one argon2 verify per candidate entry, run in a thread pool
+off the event loop; concurrent cold checks of the same token share one verify (single flight).
+A token whose tag matches nothing costs no argon2 work at all, and no store query when the tags
+are known.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class Checker:
         self._hasher = hasher
         digests = TokenDigests(key)
         self._cache_key = digests.cache_key
-        self._lookup_tag = digests.lookup_tag
+        self._tag_of = digests.tag_of
         self._hash_pool = hash_pool
         self._write_pool = write_pool
         self._cache_size = cache_size
@@ -112,7 +113,7 @@ class Checker:
     ) -> Decision:
         """Decide whether the token (raw, or in an Authorization value) may do this.
 
-        This is the hot path: a warm token costs one keyed BLAKE2b and a few dict lookups.
+        This is the hot path: a warm token costs one keyed SHA-256 and a few dict lookups.
         Names seen valid before skip the regexes, and nothing here awaits unless it is cold.
         """
         started = _now()
@@ -141,7 +142,7 @@ class Checker:
                 return self._counted(DENY_MALFORMED, started)
             if digest in self._failed:
                 return self._counted(DENY_UNKNOWN_TOKEN, started)
-            tag = self._lookup_tag(presented)
+            tag = self._tag_of(digest)
             known = self._known_tags
             if known is not None and tag not in known:
                 # The common wrong token: answered here, with no store query, no task and no
