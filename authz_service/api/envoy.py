@@ -74,17 +74,21 @@ class RouteCheck(NamedTuple):
     forward_authorization: bool
 
 
+_new_route = tuple.__new__
+
+
 def route_check(extensions: Mapping[str, str], method: str) -> RouteCheck:
     """The Check a request on this route asks for; InvalidArgument if the route is misconfigured.
 
     Only presence and the spelling of `action` and `forward_authorization` are checked here;
     Check itself validates the plugin and permission names.
     """
-    plugin = extensions.get("plugin", "")
+    # `in`, then a subscript, here and below: a protobuf map's get() parses its arguments as
+    # keywords, which costs more than both (and most routes leave most of these out).
+    plugin = extensions["plugin"] if "plugin" in extensions else ""  # noqa: SIM401
     if not plugin:
         raise invalid("context_extensions.plugin", "is required: the route names no plugin")
-    named = extensions.get("action", "")
-    if named:
+    if "action" in extensions and (named := extensions["action"]):
         action = _ACTION_NAMES.get(named.lower())
         if action is None:
             raise invalid(
@@ -95,11 +99,14 @@ def route_check(extensions: Mapping[str, str], method: str) -> RouteCheck:
         action = _METHOD_NUMBERS.get(method)
         if action is None:
             action = _METHOD_NUMBERS.get(method.upper(), 0)
-    flag = extensions.get("forward_authorization", "")
-    forward = _FLAGS.get(flag.lower()) if flag else False
-    if forward is None:
-        raise invalid("context_extensions.forward_authorization", 'must be "true" or "false"')
-    return RouteCheck(plugin, extensions.get("permission", ""), action, forward)
+    forward: bool | None = False
+    if "forward_authorization" in extensions and (flag := extensions["forward_authorization"]):
+        forward = _FLAGS.get(flag.lower())
+        if forward is None:
+            raise invalid("context_extensions.forward_authorization", 'must be "true" or "false"')
+    permission = extensions["permission"] if "permission" in extensions else ""  # noqa: SIM401
+    # What RouteCheck(...) does, less its Python-level __new__: one is built per request.
+    return _new_route(RouteCheck, (plugin, permission, action, forward))
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,22 +215,24 @@ class EnvoyAuthorizationServicer:
         attributes = request.attributes
         http = attributes.request.http
         try:
-            route = route_check(attributes.context_extensions, http.method)
+            plugin, permission, action, forward = route_check(
+                attributes.context_extensions, http.method
+            )
             decision = await self._checker.check(
-                "", _authorization(http), route.plugin, route.permission, route.action
+                "", _authorization(http), plugin, permission, action
             )
         except InvalidArgument as error:
             self._warn_misconfigured(attributes, str(error))
             return self._misconfigured
         except Exception as error:  # noqa: BLE001 (mapped, never leaked, by abort_for)
             await abort_for(context, error, "Envoy Check")
-        key = (decision.entry_id or decision.reason, route.forward_authorization)
+        key = (decision.entry_id or decision.reason, forward)
         response = self._responses.get(key)
         if response is None:
             if len(self._responses) >= _MAX_RESPONSES:
                 self._responses.clear()
             if decision.allowed:
-                response = allow_response(decision, route.forward_authorization)
+                response = allow_response(decision, forward)
             else:
                 response = deny_response(denial_of(decision))
             self._responses[key] = response
@@ -254,7 +263,9 @@ class EnvoyAuthorizationServicer:
 
 def _authorization(http: Any) -> str:
     """The `authorization` header: from `headers`, or `header_map` with encode_raw_headers."""
-    value: str = http.headers.get("authorization", "")
+    headers = http.headers
+    # Not get(): see route_check.
+    value: str = headers["authorization"] if "authorization" in headers else ""  # noqa: SIM401
     if not value:
         for header in http.header_map.headers:
             if header.key.lower() == "authorization":
