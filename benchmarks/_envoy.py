@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from _load import Load, run_h2load
+from _load import Load, median_load, paired_ratio, rounds_of, run_h2load
 from _processes import Server, per_core
 
 # The Envoy launcher is shared with the end-to-end tests.
@@ -73,9 +73,13 @@ def envoy_rows(
                     envoys.append(EnvoyProcess(config, Path(work) / name))
                 for envoy in envoys:
                     _expect_allowed(envoy, authorization)
-                for _ in range(rounds):
-                    floor.append(http_load(envoys[0].url + PATH, authorization, seconds))
-                    real.append(http_load(envoys[1].url + PATH, authorization, seconds))
+                floor, real = rounds_of(
+                    [
+                        lambda: http_load(envoys[0].url + PATH, authorization, seconds),
+                        lambda: http_load(envoys[1].url + PATH, authorization, seconds),
+                    ],
+                    rounds,
+                )
         except (EnvoyUnavailable, RuntimeError, OSError) as exc:
             why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             name = "Envoy ext_authz vs empty ext_authz"
@@ -85,9 +89,8 @@ def envoy_rows(
                 envoy.stop()
             if empty is not None:
                 empty.stop()
-    base = sorted(floor, key=lambda load: load.rps)[len(floor) // 2]
-    ours = sorted(real, key=lambda load: load.rps)[len(real) // 2]
-    ratio = ours.rps / base.rps
+    base, ours = median_load(floor), median_load(real)
+    ratio = paired_ratio(real, floor)
     note = f"h2load GET via Envoy (h2c), warm token; {placement}"
     return [
         make_row(

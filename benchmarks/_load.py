@@ -9,6 +9,7 @@ import statistics
 import struct
 import subprocess
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,28 @@ class Load:
     p99_ms: float
     requests: int
     failures: int
+
+
+def rounds_of(loads: Sequence[Callable[[], Load]], rounds: int) -> list[list[Load]]:
+    """Each load's results, `rounds` of them, the loads taking turns: every other round in
+    reverse order (A B, B A, ...), so no load always runs first or right after another."""
+    results: list[list[Load]] = [[] for _ in loads]
+    for number in range(rounds):
+        order = range(len(loads)) if number % 2 == 0 else reversed(range(len(loads)))
+        for index in order:
+            results[index].append(loads[index]())
+    return results
+
+
+def median_load(runs: Sequence[Load]) -> Load:
+    """The run with the median throughput."""
+    return sorted(runs, key=lambda load: load.rps)[len(runs) // 2]
+
+
+def paired_ratio(ours: Sequence[Load], base: Sequence[Load]) -> float:
+    """The median, over rounds, of each round's throughput ratio: a drift on the machine
+    between rounds (a neighbour's load) moves both sides of a round alike and cancels."""
+    return statistics.median(o.rps / b.rps for o, b in zip(ours, base, strict=True))
 
 
 def grpc_body(request: authz_pb2.CheckRequest) -> bytes:

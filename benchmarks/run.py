@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import sys
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from _envoy import envoy_rows
-from _load import Load, grpc_body, h2load, node_load
+from _load import Load, grpc_body, h2load, median_load, node_load, paired_ratio, rounds_of
 from _processes import Server, per_core
 from seed import Seeded, new_token, seed
 
@@ -74,11 +75,6 @@ def warm_body(tokens: Seeded) -> bytes:
             action=authz_pb2.READ,
         )
     )
-
-
-def median_load(runs: list[Load]) -> Load:
-    """The run with the median throughput."""
-    return sorted(runs, key=lambda load: load.rps)[len(runs) // 2]
 
 
 def during(load: Callable[[], Load], background: Callable[[threading.Event], None]) -> Load:
@@ -164,9 +160,11 @@ def run(sizes: Sizes, work: Path) -> list[Row]:
 
         # Throughput per core (see per_core), then the same unpinned for comparison.
         with per_core(servers) as placement:
-            base, w10, w100k = _throughput(sizes, (empty, s10, s100k), (small, small, large))
+            floors, w10s, w100ks = _throughput(sizes, (empty, s10, s100k), (small, small, large))
+            base, w10, w100k = median_load(floors), median_load(w10s), median_load(w100ks)
             flood_rows = _flood_rows(sizes, empty, s100k, base)
-        loose, loose10 = _throughput(sizes, (empty, s10), (small, small))
+        loose_floors, loose10s = _throughput(sizes, (empty, s10), (small, small))
+        loose, loose10 = median_load(loose_floors), median_load(loose10s)
         rows.append(
             Row(
                 "empty-handler server (floor)",
@@ -179,10 +177,14 @@ def run(sizes: Sizes, work: Path) -> list[Row]:
                 f"h2load; {placement}",
             )
         )
-        rows.append(_ratio_row("warm Check, 10 entries", w10, w10.rps / base.rps, 0.90))
+        rows.append(_ratio_row("warm Check, 10 entries", w10, paired_ratio(w10s, floors), 0.90))
         rows.append(
             _ratio_row(
-                "warm Check, 100k entries", w100k, w100k.rps / w10.rps, 0.95, "vs 10 entries"
+                "warm Check, 100k entries",
+                w100k,
+                paired_ratio(w100ks, w10s),
+                0.95,
+                "vs 10 entries",
             )
         )
         rows.append(
@@ -191,7 +193,7 @@ def run(sizes: Sizes, work: Path) -> list[Row]:
                 loose10.rps,
                 loose10.p50_ms,
                 loose10.p99_ms,
-                loose10.rps / loose.rps,
+                paired_ratio(loose10s, loose_floors),
                 "for comparison",
                 True,
                 f"vs the unpinned floor, {loose.rps:,.0f}/s",
@@ -242,10 +244,13 @@ def _workers_row(sizes: Sizes, tokens: Seeded) -> Row:
     first = Server.empty(reuse_port=True)
     pair = [first, Server.empty(first.target, reuse_port=True)]
     try:
-        one, two = [], []
-        for _ in range(sizes.rounds):
-            one.append(h2load(single.target, warm_body(tokens), sizes.seconds, clients=8))
-            two.append(h2load(first.target, warm_body(tokens), sizes.seconds, clients=8))
+        one, two = rounds_of(
+            [
+                lambda: h2load(single.target, warm_body(tokens), sizes.seconds, clients=8),
+                lambda: h2load(first.target, warm_body(tokens), sizes.seconds, clients=8),
+            ],
+            sizes.rounds,
+        )
     finally:
         for server in (single, *pair):
             server.stop()
@@ -255,7 +260,7 @@ def _workers_row(sizes: Sizes, tokens: Seeded) -> Row:
         shared.rps,
         shared.p50_ms,
         shared.p99_ms,
-        shared.rps / alone.rps,
+        paired_ratio(two, one),
         "for --workers",
         True,
         f"h2load -c 8, unpinned; one process {alone.rps:,.0f}/s",
@@ -264,14 +269,16 @@ def _workers_row(sizes: Sizes, tokens: Seeded) -> Row:
 
 def _throughput(
     sizes: Sizes, servers: tuple[Server, ...], tokens: tuple[Seeded, ...]
-) -> list[Load]:
-    """Each server's median warm-Check load, the servers interleaved round by round so that
-    drift on the machine hits all of them alike."""
-    runs: list[list[Load]] = [[] for _ in servers]
-    for _ in range(sizes.rounds):
-        for server, seeded, loads in zip(servers, tokens, runs, strict=True):
-            loads.append(h2load(server.target, warm_body(seeded), sizes.seconds))
-    return [median_load(loads) for loads in runs]
+) -> list[list[Load]]:
+    """Each server's warm-Check loads, the servers taking turns round by round (see rounds_of)
+    so that drift on the machine hits all of them alike."""
+    return rounds_of(
+        [
+            functools.partial(h2load, server.target, warm_body(seeded), sizes.seconds)
+            for server, seeded in zip(servers, tokens, strict=True)
+        ],
+        sizes.rounds,
+    )
 
 
 def _flood_rows(sizes: Sizes, empty: Server, server: Server, base: Load) -> list[Row]:
@@ -279,10 +286,13 @@ def _flood_rows(sizes: Sizes, empty: Server, server: Server, base: Load) -> list
     verified = server.metric("authz_argon2_verifications_total")
     misses = server.metric("authz_tag_misses_total")
     unknown = server.metric('authz_checks_total{decision="deny",reason="unknown_token"}')
-    node_floor, flood = [], []
-    for _ in range(sizes.rounds):
-        node_floor.append(node_load(empty.target, sizes.seconds))
-        flood.append(node_load(server.target, sizes.seconds))
+    node_floor, flood = rounds_of(
+        [
+            lambda: node_load(empty.target, sizes.seconds),
+            lambda: node_load(server.target, sizes.seconds),
+        ],
+        sizes.rounds,
+    )
     nbase, nflood = median_load(node_floor), median_load(flood)
     extra_verifies = server.metric("authz_argon2_verifications_total") - verified
     missed = server.metric("authz_tag_misses_total") - misses
@@ -290,7 +300,7 @@ def _flood_rows(sizes: Sizes, empty: Server, server: Server, base: Load) -> list
     # verify each; every other token (a tag miss) must cost none.
     denied = server.metric('authz_checks_total{decision="deny",reason="unknown_token"}')
     hits = denied - unknown - missed
-    ratio = nflood.rps / nbase.rps
+    ratio = paired_ratio(flood, node_floor)
     return [
         Row(
             "empty-handler server (node floor)",
