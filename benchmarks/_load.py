@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import statistics
@@ -32,7 +33,7 @@ class Load:
 
 def rounds_of(loads: Sequence[Callable[[], Load]], rounds: int) -> list[list[Load]]:
     """Each load's results, `rounds` of them, the loads taking turns: every other round in
-    reverse order (A B, B A, ...), so no load always runs first or right after another."""
+    reverse order (A B, then B A), so each pair of rounds gives every load each place once."""
     results: list[list[Load]] = [[] for _ in loads]
     for number in range(rounds):
         order = range(len(loads)) if number % 2 == 0 else reversed(range(len(loads)))
@@ -47,9 +48,18 @@ def median_load(runs: Sequence[Load]) -> Load:
 
 
 def paired_ratio(ours: Sequence[Load], base: Sequence[Load]) -> float:
-    """The median, over rounds, of each round's throughput ratio: a drift on the machine
-    between rounds (a neighbour's load) moves both sides of a round alike and cancels."""
-    return statistics.median(o.rps / b.rps for o, b in zip(ours, base, strict=True))
+    """Our throughput against the baseline's, from rounds run by `rounds_of`.
+
+    Each round's ratio pairs two loads run back to back, so a slow drift on the machine moves
+    both alike. Each A B round and the B A round after it are then combined (geometric mean),
+    so running first or second favours neither side. The median over those pairs (a last
+    round without its pair counts alone) keeps one disturbed pair from moving the result.
+    """
+    ratios = [o.rps / b.rps for o, b in zip(ours, base, strict=True)]
+    pairs = [math.sqrt(a * b) for a, b in zip(ratios[::2], ratios[1::2], strict=False)]
+    if len(ratios) % 2:
+        pairs.append(ratios[-1])
+    return statistics.median(pairs)
 
 
 def grpc_body(request: authz_pb2.CheckRequest) -> bytes:

@@ -61,7 +61,7 @@ class Sizes:
     rounds: int
 
 
-FULL = Sizes(fillers=100_000, decoys=200, cached=10_000, seconds=6, rounds=5)
+FULL = Sizes(fillers=100_000, decoys=200, cached=10_000, seconds=6, rounds=6)
 SMOKE = Sizes(fillers=2_000, decoys=20, cached=200, seconds=1, rounds=1)
 
 
