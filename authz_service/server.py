@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
 import socket
 import sqlite3
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,7 +59,7 @@ class Service:
     store: SqliteStore
     health: health.aio.HealthServicer  # type: ignore[name-defined]  # re-exported, not declared
     pools: tuple[ThreadPoolExecutor, ...]
-    flusher: asyncio.Task[None]
+    flusher: UsageFlusher
     # The separate admin listener (AUTHZ_ADMIN_LISTEN), when there is one.
     admin_server: grpc.aio.Server | None = None
     admin_port: int = 0
@@ -73,10 +73,7 @@ class Service:
             await asyncio.gather(self.server.stop(grace), self.admin_server.stop(grace))
         else:
             await self.server.stop(grace)
-        self.flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.flusher
-        await self.checker.flush_usage()
+        await self.flusher.stop()
         for pool in self.pools:
             pool.shutdown(wait=True)
         self.store.close()
@@ -149,7 +146,7 @@ async def start(settings: Settings) -> Service:
             await each.stop(None)
         store.close()
         raise
-    flusher = asyncio.create_task(_flush_usage_forever(checker))
+    flusher = UsageFlusher(checker, asyncio.get_running_loop())
     return Service(
         server,
         port,
@@ -280,10 +277,42 @@ def _probe_listen(listen: str) -> None:
         probe.bind((host, int(port)))
 
 
-async def _flush_usage_forever(checker: Checker) -> None:
-    while True:
-        await asyncio.sleep(USAGE_FLUSH_SECONDS)
+class UsageFlusher:
+    """Writes the entries' latest use to the store every USAGE_FLUSH_SECONDS, and at stop.
+
+    The clock is a thread that hands each flush to the event loop. A timer waiting in the loop
+    itself would make every turn of the loop work out how long it may sleep, which costs every
+    Check about 1.5% of its throughput (callgrind: 12k cycles a call of 830k).
+    """
+
+    def __init__(self, checker: Checker, loop: asyncio.AbstractEventLoop) -> None:
+        self._checker = checker
+        self._loop = loop
+        self._stopping = threading.Event()
+        self._flushing: asyncio.Task[None] | None = None
+        self._clock = threading.Thread(target=self._tick, name="usage-flush", daemon=True)
+        self._clock.start()
+
+    def _tick(self) -> None:
+        while not self._stopping.wait(USAGE_FLUSH_SECONDS):
+            self._loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        # A tick queued just before stop() is dropped: stop() makes the last flush itself.
+        if self._stopping.is_set() or (self._flushing and not self._flushing.done()):
+            return
+        self._flushing = self._loop.create_task(self._flush_logged())
+
+    async def _flush_logged(self) -> None:
         try:
-            await checker.flush_usage()
+            await self._checker.flush_usage()
         except AuthzError as exc:
             log.warning("could not record last use of entries: %s", exc)
+
+    async def stop(self) -> None:
+        """Stop the clock, let a running flush end, and flush what is left."""
+        self._stopping.set()
+        self._clock.join()
+        if self._flushing is not None:
+            await self._flushing
+        await self._flush_logged()

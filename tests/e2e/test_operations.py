@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -78,6 +80,43 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path: Path) -> None:
     assert [call.result(timeout=30).subject for call in calls] == [f"drain-{n}" for n in range(8)]
     assert server.stop() == 0
     assert "stopped" in server.log
+
+
+def _last_used(db: Path, subject: str) -> int | None:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as reader:
+        row = reader.execute(
+            "SELECT last_used_time FROM entries WHERE subject = ?", (subject,)
+        ).fetchone()
+    return None if row is None else row[0]
+
+
+def test_the_last_use_of_entries_reaches_the_database_while_serving_and_at_stop(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "authz.db"
+    server = ServerProcess(db)
+    try:
+        for subject in ("used-early", "used-late"):
+            server.admin.CreateEntry(
+                pb.CreateEntryRequest(
+                    subject=subject,
+                    token=f"{subject}-token-123",
+                    access_restrictions=[pb.AccessRestriction(plugin="catalog")],
+                ),
+                metadata=ADMIN_METADATA,
+            )
+        checked = pb.CheckRequest(token="used-early-token-123", plugin="catalog")
+        assert server.authz.Check(checked).decision == pb.ALLOW
+        # Written in the background every few seconds, with no admin call to prompt it.
+        deadline = time.monotonic() + 30
+        while _last_used(db, "used-early") is None:
+            assert time.monotonic() < deadline, "the last use was not written while serving"
+            time.sleep(0.2)
+        checked = pb.CheckRequest(token="used-late-token-123", plugin="catalog")
+        assert server.authz.Check(checked).decision == pb.ALLOW
+    finally:
+        assert server.stop() == 0
+    assert _last_used(db, "used-late") is not None
 
 
 def test_restarting_with_a_new_bootstrap_token_rekeys_the_bootstrap_admin(tmp_path: Path) -> None:
