@@ -84,11 +84,18 @@ def route_check(extensions: Mapping[str, str], method: str) -> RouteCheck:
     Check itself validates the plugin and permission names.
     """
     # `in`, then a subscript, here and below: a protobuf map's get() parses its arguments as
-    # keywords, which costs more than both (and most routes leave most of these out).
+    # keywords, which costs more than both.
     plugin = extensions["plugin"] if "plugin" in extensions else ""  # noqa: SIM401
     if not plugin:
         raise invalid("context_extensions.plugin", "is required: the route names no plugin")
-    if "action" in extensions and (named := extensions["action"]):
+    if len(extensions) == 1:
+        # Most routes name the plugin alone: no lookups of the other three.
+        named = flag = permission = ""
+    else:
+        named = _extension(extensions, "action")
+        flag = _extension(extensions, "forward_authorization")
+        permission = _extension(extensions, "permission")
+    if named:
         action = _ACTION_NAMES.get(named.lower())
         if action is None:
             raise invalid(
@@ -100,13 +107,16 @@ def route_check(extensions: Mapping[str, str], method: str) -> RouteCheck:
         if action is None:
             action = _METHOD_NUMBERS.get(method.upper(), 0)
     forward: bool | None = False
-    if "forward_authorization" in extensions and (flag := extensions["forward_authorization"]):
+    if flag:
         forward = _FLAGS.get(flag.lower())
         if forward is None:
             raise invalid("context_extensions.forward_authorization", 'must be "true" or "false"')
-    permission = extensions["permission"] if "permission" in extensions else ""  # noqa: SIM401
     # What RouteCheck(...) does, less its Python-level __new__: one is built per request.
     return _new_route(RouteCheck, (plugin, permission, action, forward))
+
+
+def _extension(extensions: Mapping[str, str], name: str) -> str:
+    return extensions[name] if name in extensions else ""  # noqa: SIM401 (see route_check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +211,12 @@ class EnvoyAuthorizationServicer:
         self._checker = checker
         self._clock = clock
         # Responses built once per distinct answer, as AuthzServicer does: an entry's ALLOW
-        # (its subject never changes) with or without the header removal, or a deny reason.
-        self._responses: dict[tuple[str, bool], external_auth_pb2.CheckResponse] = {}
+        # (its subject never changes) or a deny reason, one table for routes that forward the
+        # Authorization header and one for those that remove it.
+        self._responses: dict[bool, dict[str, external_auth_pb2.CheckResponse]] = {
+            False: {},
+            True: {},
+        }
         self._misconfigured = deny_response(MISCONFIGURED)
         # When each distinct route problem was last logged, so a busy broken route logs once
         # a minute rather than once per request.
@@ -226,16 +240,17 @@ class EnvoyAuthorizationServicer:
             return self._misconfigured
         except Exception as error:  # noqa: BLE001 (mapped, never leaked, by abort_for)
             await abort_for(context, error, "Envoy Check")
-        key = (decision.entry_id or decision.reason, forward)
-        response = self._responses.get(key)
+        responses = self._responses[forward]
+        key = decision.entry_id or decision.reason
+        response = responses.get(key)
         if response is None:
-            if len(self._responses) >= _MAX_RESPONSES:
-                self._responses.clear()
+            if len(responses) >= _MAX_RESPONSES:
+                responses.clear()
             if decision.allowed:
                 response = allow_response(decision, forward)
             else:
                 response = deny_response(denial_of(decision))
-            self._responses[key] = response
+            responses[key] = response
         return response
 
     def _warn_misconfigured(self, attributes: Any, problem: str) -> None:
@@ -263,9 +278,9 @@ class EnvoyAuthorizationServicer:
 
 def _authorization(http: Any) -> str:
     """The `authorization` header: from `headers`, or `header_map` with encode_raw_headers."""
-    headers = http.headers
-    # Not get(): see route_check.
-    value: str = headers["authorization"] if "authorization" in headers else ""  # noqa: SIM401
+    # One lookup: a protobuf map's subscript answers "" for a missing key (adding it to this
+    # request's copy, which nothing reads again). Not get(): see route_check.
+    value: str = http.headers["authorization"]
     if not value:
         for header in http.header_map.headers:
             if header.key.lower() == "authorization":

@@ -12,16 +12,42 @@ Check costs one SHA-256 and a cold one the HMAC, where DESIGN's full HMAC as cac
 cost a warm Check both (see the README).
 
 `TokenDigests` hashes each padded key's block once, at start, and copies that state per token
-(RFC 2104, section 4): half the hashing, and none of OpenSSL's per-call algorithm lookup.
+(RFC 2104, section 4): half the hashing, and none of OpenSSL's per-call algorithm lookup. The
+states are CPython's own SHA-256, the one hashlib falls back on without OpenSSL: copying one
+is a single small allocation, where OpenSSL copies a context through its provider layer, code
+that every warm Check in the server would run from cold caches (README, Performance).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
+from collections.abc import Callable
+from typing import Protocol
 
 TAG_BYTES = 4
 _SHA256_BLOCK = 64
+
+
+class _Sha256(Protocol):
+    def copy(self) -> _Sha256: ...
+    def update(self, data: bytes, /) -> None: ...
+    def digest(self) -> bytes: ...
+
+
+def _builtin_sha256() -> Callable[[bytes], _Sha256]:
+    """CPython's built-in SHA-256 (`_sha2` from 3.12, `_sha256` before), else OpenSSL's."""
+    for module in ("_sha2", "_sha256"):
+        try:
+            constructor: Callable[[bytes], _Sha256] = importlib.import_module(module).sha256
+        except ImportError:
+            continue
+        return constructor
+    return hashlib.sha256
+
+
+_sha256 = _builtin_sha256()
 
 
 def lookup_tag(key: bytes, token: str) -> int:
@@ -42,8 +68,8 @@ class TokenDigests:
         # HMAC's own rule: a key longer than a block is hashed first.
         block_key = hashlib.sha256(key).digest() if len(key) > _SHA256_BLOCK else key
         padded = block_key.ljust(_SHA256_BLOCK, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+        self._inner = _sha256(bytes(b ^ 0x36 for b in padded))
+        self._outer = _sha256(bytes(b ^ 0x5C for b in padded))
 
     def cache_key(self, token: str) -> bytes:
         """The HMAC's inner hash of the token: the key of the verified-token cache."""

@@ -239,6 +239,20 @@ def test_a_route_with_forward_authorization_keeps_the_header(stack: Stack) -> No
     assert seen.headers["x-authz-subject"] == "template-runner"
 
 
+def test_one_token_on_forwarding_and_removing_routes_gets_each_routes_answer(
+    stack: Stack,
+) -> None:
+    # The servicer keeps one built response per answer and route kind: they must not mix.
+    stack.create("both-routes", "both-routes-token-1", CATALOG_READ, SCAFFOLDER_CREATE)
+    for _ in range(2):
+        assert stack.get(SCAFFOLDER, "both-routes-token-1", method="POST")[0] == 200
+        assert stack.backend.last(SCAFFOLDER).headers["authorization"] == (
+            "Bearer both-routes-token-1"
+        )
+        assert stack.get(CATALOG, "both-routes-token-1")[0] == 200
+        assert "authorization" not in stack.backend.last(CATALOG).headers
+
+
 def test_a_revoked_token_is_denied_on_the_very_next_request(stack: Stack) -> None:
     entry = stack.create("short-lived", "short-lived-token-1", CATALOG_READ)
     assert stack.get(CATALOG, "short-lived-token-1")[0] == 200

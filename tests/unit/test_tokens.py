@@ -8,6 +8,7 @@ import hmac
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from authz_service.core import tokens as tokens_module
 from authz_service.core.tokens import TokenDigests, lookup_tag
 
 keys = st.binary(min_size=0, max_size=100)
@@ -57,3 +58,9 @@ def test_digests_depend_on_the_key() -> None:
     token = "tok_" + "a" * 40
     assert one.cache_key(token) != other.cache_key(token)
     assert one.tag_of(one.cache_key(token)) != other.tag_of(other.cache_key(token))
+
+
+def test_the_digests_use_cpythons_own_sha256_where_there_is_one() -> None:
+    # The fallback exists for builds without it; CPython 3.11+ has it, so it is the one used.
+    assert tokens_module._sha256 is not hashlib.sha256
+    assert tokens_module._sha256(b"abc").digest() == hashlib.sha256(b"abc").digest()
