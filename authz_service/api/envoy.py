@@ -244,8 +244,10 @@ class EnvoyAuthorizationServicer:
         key = decision.entry_id or decision.reason
         response = responses.get(key)
         if response is None:
-            if len(responses) >= _MAX_RESPONSES:
-                responses.clear()
+            # At most _MAX_RESPONSES in both tables together.
+            if len(responses) + len(self._responses[not forward]) >= _MAX_RESPONSES:
+                for table in self._responses.values():
+                    table.clear()
             if decision.allowed:
                 response = allow_response(decision, forward)
             else:

@@ -41,7 +41,8 @@ def _builtin_sha256() -> Callable[[bytes], _Sha256]:
     for module in ("_sha2", "_sha256"):
         try:
             constructor: Callable[[bytes], _Sha256] = importlib.import_module(module).sha256
-        except ImportError:
+            constructor(b"")  # a build may ship the module but refuse it (a FIPS policy)
+        except (ImportError, ValueError):
             continue
         return constructor
     return hashlib.sha256

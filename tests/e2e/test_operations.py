@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -83,7 +84,7 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path: Path) -> None:
 
 
 def _last_used(db: Path, subject: str) -> int | None:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as reader:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as reader:
         row = reader.execute(
             "SELECT last_used_time FROM entries WHERE subject = ?", (subject,)
         ).fetchone()
