@@ -55,7 +55,6 @@ class Service:
 
     server: grpc.aio.Server
     port: int
-    checker: Checker
     store: SqliteStore
     health: health.aio.HealthServicer  # type: ignore[name-defined]  # re-exported, not declared
     pools: tuple[ThreadPoolExecutor, ...]
@@ -150,7 +149,6 @@ async def start(settings: Settings) -> Service:
     return Service(
         server,
         port,
-        checker,
         store,
         health_servicer,
         (hash_pool, write_pool),
