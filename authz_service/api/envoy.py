@@ -207,9 +207,15 @@ _MAX_WARNED = 1024
 class EnvoyAuthorizationServicer:
     """`envoy.service.auth.v3.Authorization`: Check for Envoy's ext_authz HTTP filter."""
 
-    def __init__(self, checker: Checker, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        checker: Checker,
+        clock: Callable[[], float] = time.monotonic,
+        max_responses: int = _MAX_RESPONSES,
+    ) -> None:
         self._checker = checker
         self._clock = clock
+        self._max_responses = max_responses
         # Responses built once per distinct answer, as AuthzServicer does: an entry's ALLOW
         # (its subject never changes) or a deny reason, one table for routes that forward the
         # Authorization header and one for those that remove it.
@@ -244,8 +250,8 @@ class EnvoyAuthorizationServicer:
         key = decision.entry_id or decision.reason
         response = responses.get(key)
         if response is None:
-            # At most _MAX_RESPONSES in both tables together.
-            if len(responses) + len(self._responses[not forward]) >= _MAX_RESPONSES:
+            # At most max_responses in both tables together.
+            if len(responses) + len(self._responses[not forward]) >= self._max_responses:
                 for table in self._responses.values():
                     table.clear()
             if decision.allowed:

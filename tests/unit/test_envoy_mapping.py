@@ -326,3 +326,27 @@ def test_a_misconfigured_route_is_denied_and_logged_once_a_minute_without_the_to
     assert "backstage.test/api/catalog/x" in lines[0]
     assert "page=2" not in lines[0]
     assert TOKEN not in caplog.text
+
+
+def test_the_built_responses_stay_within_their_bound_across_both_route_kinds(
+    checker: Checker,
+) -> None:
+    servicer = EnvoyAuthorizationServicer(checker, max_responses=3)
+    allowed = check(servicer, envoy_request(plugin="catalog"))
+    assert check(servicer, envoy_request(plugin="catalog")) is allowed  # built once
+    missing = check(servicer, envoy_request(authorization=None, plugin="catalog"))
+    forwarded = check(servicer, envoy_request(plugin="catalog", forward_authorization="true"))
+    assert forwarded is not allowed
+    assert headers_of(forwarded.ok_response.headers)["x-authz-subject"] == "catalog-sync"
+    assert list(forwarded.ok_response.headers_to_remove) == []
+    # A fourth distinct answer: both tables are emptied, then each answer is built afresh.
+    wrong = "Bearer catalog-sync-token-0002"
+    unknown = check(servicer, envoy_request(authorization=wrong, plugin="catalog"))
+    assert headers_of(unknown.denied_response.headers)["x-ext-auth-reason"] == "unknown_token"
+    again = check(servicer, envoy_request(plugin="catalog"))
+    assert again is not allowed
+    assert again == allowed
+    assert check(servicer, envoy_request(authorization=None, plugin="catalog")) == missing
+    assert check(servicer, envoy_request(plugin="catalog", forward_authorization="true")) == (
+        forwarded
+    )
