@@ -24,7 +24,8 @@ SCENARIOS = (
     "cold Check (first use of a token)",
     "server RSS",
     "Envoy + empty ext_authz server (floor)",
-    "Envoy + authz-service ext_authz",
+    "Envoy + authz-service ext_authz, 100k entries",
+    "Envoy + authz-service ext_authz, after the flood",
 )
 
 
