@@ -51,22 +51,13 @@ def _expect_allowed(envoy: EnvoyProcess, authorization: str) -> None:
 
 
 def envoy_rows(
-    make_row: MakeRow[RowT],
-    authz: Server,
-    token: str,
-    seconds: float,
-    rounds: int,
-    *,
-    after: str = "",
+    make_row: MakeRow[RowT], authz: Server, token: str, seconds: float, rounds: int
 ) -> list[RowT]:
     """The floor row and the authz-service row, or one FAIL row saying why they could not run.
 
     `authz` is the running authz-service (the seeded large database) and `token` one of its
     warm tokens with catalog read access. Placed as `per_core` places the other throughput
     rows: the two ext_authz servers on one CPU, Envoy and h2load on the others.
-
-    With `after` (what `authz` went through before), one row for comparison instead: the same
-    measurement against its own new floor, with no target.
     """
     authorization = f"Bearer {token}"
     floor: list[Load] = []
@@ -100,19 +91,6 @@ def envoy_rows(
                 empty.stop()
     base, ours = median_load(floor), median_load(real)
     ratio = paired_ratio(real, floor)
-    if after:
-        return [
-            make_row(
-                f"Envoy + authz-service ext_authz, after {after}",
-                ours.rps,
-                ours.p50_ms,
-                ours.p99_ms,
-                ratio,
-                "for comparison",
-                ours.failures == 0,
-                f"vs its own Envoy floor, {base.rps:,.0f}/s",
-            )
-        ]
     note = f"h2load GET via Envoy (h2c), warm token; {placement}"
     return [
         make_row(

@@ -158,11 +158,6 @@ def run(sizes: Sizes, work: Path) -> list[Row]:
                     tokens.warm[0], "catalog", "catalog.entity.read", "read"
                 ).allowed
 
-        # Envoy's ext_authz first, Envoy before this service vs before an empty ext_authz
-        # server: like the other throughput rows, on a server that has served nothing but warm
-        # checks. (After the fresh-token flood, the server runs Envoy's Check slower for a
-        # while: a second measurement at the end shows it. README, Performance.)
-        envoy = envoy_rows(Row, s100k, large.warm[0], sizes.seconds, sizes.rounds)
         # Throughput per core (see per_core), then the same unpinned for comparison.
         with per_core(servers) as placement:
             floors, w10s, w100ks = _throughput(sizes, (empty, s10, s100k), (small, small, large))
@@ -229,19 +224,10 @@ def run(sizes: Sizes, work: Path) -> list[Row]:
         row.note += f", {int(extra_verifies)} argon2 verifies"
         rows.append(row)
 
-        # Single flight and the cost of one cold check; then Envoy's rows, and Envoy again on
-        # the same server after all of the above.
-        rows += (
-            _cold_rows(s100k)
-            + envoy
-            + envoy_rows(
-                Row,
-                s100k,
-                large.warm[0],
-                sizes.seconds,
-                sizes.rounds,
-                after="the flood and the rest",
-            )
+        # Single flight and the cost of one cold check; then Envoy's ext_authz, Envoy before
+        # this service vs before an empty ext_authz server.
+        rows += _cold_rows(s100k) + envoy_rows(
+            Row, s100k, large.warm[0], sizes.seconds, sizes.rounds
         )
     finally:
         for server in servers:

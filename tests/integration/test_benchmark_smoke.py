@@ -24,8 +24,7 @@ SCENARIOS = (
     "cold Check (first use of a token)",
     "server RSS",
     "Envoy + empty ext_authz server (floor)",
-    "Envoy + authz-service ext_authz, 100k entries",
-    "Envoy + authz-service ext_authz, after the flood",
+    "Envoy + authz-service ext_authz",
 )
 
 
