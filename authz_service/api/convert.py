@@ -10,7 +10,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from authz.v1 import authz_pb2
-from authz_service.core.errors import invalid
+from authz_service.core.errors import FieldViolation
 from authz_service.core.model import Entry, Restriction, from_micros, to_micros
 from authz_service.core.rules import RestrictionInput
 
@@ -34,14 +34,20 @@ def restriction_inputs(
     return [RestrictionInput(r.plugin, list(r.permissions), list(r.actions)) for r in restrictions]
 
 
-def optional_time(message: Message, field: str, path: str) -> datetime | None:
-    """The datetime in `message.field`, None when unset; INVALID_ARGUMENT if out of range."""
+def optional_time(
+    message: Message, field: str, path: str
+) -> tuple[datetime | None, tuple[FieldViolation, ...]]:
+    """The datetime in `message.field` (None when unset), and the violation if out of range.
+
+    The violation goes to the use case, which reports it with the request's other bad fields
+    once it has authorized the caller: a caller without the right learns nothing of its input.
+    """
     if not message.HasField(field):
-        return None
+        return None, ()
     stamp: timestamp_pb2.Timestamp = getattr(message, field)
     if not (_MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS and 0 <= stamp.nanos < 1_000_000_000):
-        raise invalid(path, "is not a valid timestamp")
-    return from_micros(stamp.seconds * 1_000_000 + stamp.nanos // 1000)
+        return None, (FieldViolation(path, "is not a valid timestamp"),)
+    return from_micros(stamp.seconds * 1_000_000 + stamp.nanos // 1000), ()
 
 
 def entry_message(entry: Entry, now: datetime) -> authz_pb2.Entry:

@@ -113,13 +113,15 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
         self, request: authz_pb2.CreateEntryRequest, context: Context
     ) -> authz_pb2.Entry:
         """Create an entry; the response never holds the token."""
+        expire_time, unreadable = optional_time(request, "expire_time", "expire_time")
         new = NewEntry(
             subject=request.subject,
             token=request.token,
             description=request.description,
             restrictions=restriction_inputs(request.access_restrictions),
             unrestricted=request.unrestricted,
-            expire_time=optional_time(request, "expire_time", "expire_time"),
+            expire_time=expire_time,
+            unreadable=unreadable,
         )
         entry = await self._admin.create(authorization_of(context), new)
         return entry_message(entry, self._clock())
@@ -129,6 +131,7 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
         self, request: authz_pb2.UpdateEntryRequest, context: Context
     ) -> authz_pb2.Entry:
         """Change the fields in update_mask, or rotate the token with new_token."""
+        expire_time, unreadable = optional_time(request.entry, "expire_time", "entry.expire_time")
         change = EntryChange(
             entry_id=request.entry.id,
             etag=request.etag,
@@ -136,8 +139,9 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
             description=request.entry.description,
             restrictions=restriction_inputs(request.entry.access_restrictions),
             unrestricted=request.entry.unrestricted,
-            expire_time=optional_time(request.entry, "expire_time", "entry.expire_time"),
+            expire_time=expire_time,
             new_token=request.new_token,
+            unreadable=unreadable,
         )
         entry = await self._admin.update(authorization_of(context), change)
         return entry_message(entry, self._clock())

@@ -120,8 +120,8 @@ class RestrictionInput:
 class Violations:
     """Collects every bad field of one request, so a caller learns all of them at once."""
 
-    def __init__(self) -> None:
-        self._found: list[FieldViolation] = []
+    def __init__(self, found: Iterable[FieldViolation] = ()) -> None:
+        self._found: list[FieldViolation] = list(found)
 
     def check(self, field: str, problem: str | None) -> None:
         """Record `problem` for `field` if there is one."""

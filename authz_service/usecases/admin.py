@@ -26,6 +26,7 @@ from authz_service.core.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
+    FieldViolation,
     NotFound,
     PermissionDenied,
     Unauthenticated,
@@ -81,6 +82,9 @@ class NewEntry:
     restrictions: Sequence[RestrictionInput] = ()
     unrestricted: bool = False
     expire_time: datetime | None = None
+    # Fields the API could not read into plain values (an out-of-range timestamp): reported
+    # with the other bad fields, after the caller is authorized.
+    unreadable: Sequence[FieldViolation] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,7 @@ class EntryChange:
     unrestricted: bool = False
     expire_time: datetime | None = None
     new_token: str = ""
+    unreadable: Sequence[FieldViolation] = ()  # as NewEntry's
 
 
 class Admin:
@@ -140,7 +145,7 @@ class Admin:
         """Create an entry for a new token; the token itself is kept only as a verifier."""
         await self.authorize(authorization, AdminPermission.CREATE)
         now = self._clock()
-        found = Violations()
+        found = Violations(new.unreadable)
         found.check("subject", subject_problem(new.subject))
         found.check("token", token_problem(new.token))
         found.check("description", text_problem(new.description, DESCRIPTION_MAX_CHARS))
@@ -169,7 +174,7 @@ class Admin:
     async def update(self, authorization: str, change: EntryChange) -> Entry:
         """Change the fields named by `change.paths`, and rotate the token if one is given."""
         await self.authorize(authorization, AdminPermission.UPDATE)
-        found = Violations()
+        found = Violations(change.unreadable)
         found.check("entry.id", None if change.entry_id else "is required")
         found.check("etag", None if change.etag else "is required (read the entry first)")
         for i, path in enumerate(change.paths):

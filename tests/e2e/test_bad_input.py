@@ -46,6 +46,11 @@ def _past() -> timestamp_pb2.Timestamp:
     return stamp
 
 
+def _beyond_9999() -> timestamp_pb2.Timestamp:
+    """A Timestamp out of the range google.protobuf.Timestamp allows (year 10000)."""
+    return timestamp_pb2.Timestamp(seconds=253_402_300_800)
+
+
 def _create(**fields: object) -> Callable[[Seeded], object]:
     base: dict[str, object] = {
         "subject": "newcomer",
@@ -145,6 +150,16 @@ CASES: dict[str, tuple[Callable[[Seeded], object], grpc.StatusCode, str | None]]
         "access_restrictions",
     ),
     "create: expiry in the past": (_create(expire_time=_past()), INVALID, "expire_time"),
+    "create: timestamp out of range": (
+        _create(expire_time=_beyond_9999()),
+        INVALID,
+        "expire_time",
+    ),
+    "create: negative nanos": (
+        _create(expire_time=timestamp_pb2.Timestamp(seconds=4_000_000_000, nanos=-1)),
+        INVALID,
+        "expire_time",
+    ),
     "create: subject taken": (_create(subject="existing"), grpc.StatusCode.ALREADY_EXISTS, None),
     "create: token taken": (
         _create(token="existing-token-1"),
@@ -173,6 +188,11 @@ CASES: dict[str, tuple[Callable[[Seeded], object], grpc.StatusCode, str | None]]
     "update: bad description": (_update(description="nul\x00"), INVALID, "entry.description"),
     "update: expiry in the past": (
         _update(paths=["expire_time"], expire_time=_past()),
+        INVALID,
+        "entry.expire_time",
+    ),
+    "update: timestamp out of range": (
+        _update(paths=["expire_time"], expire_time=_beyond_9999()),
         INVALID,
         "entry.expire_time",
     ),
@@ -268,3 +288,41 @@ def test_a_token_that_breaks_the_rules_is_a_malformed_deny_not_an_error(
 ) -> None:
     answer = seeded.server.authz.Check(pb.CheckRequest(token=token, plugin="catalog"))
     assert (answer.decision, answer.http_status, answer.reason) == (pb.DENY, 401, "malformed")
+
+
+def test_an_unreadable_timestamp_is_reported_with_the_other_bad_fields(seeded: Seeded) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        _create(subject="two words", expire_time=_beyond_9999())(seeded)
+    assert raised.value.code() == INVALID
+    assert sorted(_violated_fields(raised.value)) == ["expire_time", "subject"]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.server.admin.CreateEntry(
+            pb.CreateEntryRequest(
+                subject="newcomer",
+                token="newcomer-token-1",
+                access_restrictions=CATALOG,
+                expire_time=_beyond_9999(),
+            )
+        ),
+        lambda s: s.server.admin.UpdateEntry(
+            pb.UpdateEntryRequest(
+                entry=pb.Entry(id=s.entry.id, expire_time=_beyond_9999()),
+                update_mask=field_mask_pb2.FieldMask(paths=["expire_time"]),
+                etag=s.entry.etag,
+            )
+        ),
+    ],
+    ids=["create", "update"],
+)
+def test_a_caller_without_credentials_learns_nothing_of_its_input(
+    seeded: Seeded, call: Callable[[Seeded], object]
+) -> None:
+    before = _rows(seeded.server.db_path)
+    with pytest.raises(grpc.RpcError) as raised:
+        call(seeded)
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert _rows(seeded.server.db_path) == before
