@@ -99,7 +99,8 @@ class EntryChange:
     unrestricted: bool = False
     expire_time: datetime | None = None
     new_token: str = ""
-    unreadable: Sequence[FieldViolation] = ()  # as NewEntry's
+    # As NewEntry's, reported only for a field the update mask names.
+    unreadable: Sequence[FieldViolation] = ()
 
 
 class Admin:
@@ -174,7 +175,7 @@ class Admin:
     async def update(self, authorization: str, change: EntryChange) -> Entry:
         """Change the fields named by `change.paths`, and rotate the token if one is given."""
         await self.authorize(authorization, AdminPermission.UPDATE)
-        found = Violations(change.unreadable)
+        found = Violations()
         found.check("entry.id", None if change.entry_id else "is required")
         found.check("etag", None if change.etag else "is required (read the entry first)")
         for i, path in enumerate(change.paths):
@@ -213,6 +214,7 @@ class Admin:
             restrictions = parse_scope(raws, unrestricted, scope_found)
             for violation in scope_found.found:
                 found.check(f"entry.{violation.field}", violation.description)
+        _check_masked(found, change.unreadable, paths)
         if "expire_time" in paths:
             found.check("entry.expire_time", _future_problem(change.expire_time, now))
         found.raise_if_any()
@@ -428,6 +430,14 @@ class Admin:
         if not hmac.compare_digest(mac, expected):
             raise ValueError("bad signature")
         return json.loads(payload)
+
+
+def _check_masked(found: Violations, unreadable: Sequence[FieldViolation], paths: set[str]) -> None:
+    """Record the unreadable fields of an update's entry that its mask names: like every
+    other field of the entry, one outside the mask is ignored."""
+    for violation in unreadable:
+        if violation.field.removeprefix("entry.") in paths:
+            found.check(violation.field, violation.description)
 
 
 def _future_problem(when: datetime | None, now: datetime) -> str | None:

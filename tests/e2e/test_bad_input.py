@@ -21,6 +21,9 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 CATALOG = [pb.AccessRestriction(plugin="catalog")]
 
 
+READER_METADATA = (("authorization", "Bearer entry-reader-token-1"),)
+
+
 @dataclass
 class Seeded:
     server: ServerProcess
@@ -33,6 +36,17 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     entry = server.admin.CreateEntry(
         pb.CreateEntryRequest(
             subject="existing", token="existing-token-1", access_restrictions=CATALOG
+        ),
+        metadata=ADMIN_METADATA,
+    )
+    # An admin who may only read entries.
+    server.admin.CreateEntry(
+        pb.CreateEntryRequest(
+            subject="entry-reader",
+            token=READER_METADATA[0][1].removeprefix("Bearer "),
+            access_restrictions=[
+                pb.AccessRestriction(plugin="authz", permissions=["authz.entry.read"])
+            ],
         ),
         metadata=ADMIN_METADATA,
     )
@@ -290,39 +304,83 @@ def test_a_token_that_breaks_the_rules_is_a_malformed_deny_not_an_error(
     assert (answer.decision, answer.http_status, answer.reason) == (pb.DENY, 401, "malformed")
 
 
-def test_an_unreadable_timestamp_is_reported_with_the_other_bad_fields(seeded: Seeded) -> None:
-    with pytest.raises(grpc.RpcError) as raised:
-        _create(subject="two words", expire_time=_beyond_9999())(seeded)
-    assert raised.value.code() == INVALID
-    assert sorted(_violated_fields(raised.value)) == ["expire_time", "subject"]
-
-
 @pytest.mark.parametrize(
-    "call",
+    ("call", "fields"),
     [
-        lambda s: s.server.admin.CreateEntry(
-            pb.CreateEntryRequest(
-                subject="newcomer",
-                token="newcomer-token-1",
-                access_restrictions=CATALOG,
+        (_create(subject="two words", expire_time=_beyond_9999()), ["expire_time", "subject"]),
+        (
+            _update(
+                paths=["description", "expire_time"],
+                description="nul\x00",
                 expire_time=_beyond_9999(),
-            )
-        ),
-        lambda s: s.server.admin.UpdateEntry(
-            pb.UpdateEntryRequest(
-                entry=pb.Entry(id=s.entry.id, expire_time=_beyond_9999()),
-                update_mask=field_mask_pb2.FieldMask(paths=["expire_time"]),
-                etag=s.entry.etag,
-            )
+            ),
+            ["entry.description", "entry.expire_time"],
         ),
     ],
     ids=["create", "update"],
 )
-def test_a_caller_without_credentials_learns_nothing_of_its_input(
-    seeded: Seeded, call: Callable[[Seeded], object]
+def test_an_unreadable_timestamp_is_reported_with_the_other_bad_fields(
+    seeded: Seeded, call: Callable[[Seeded], object], fields: list[str]
 ) -> None:
-    before = _rows(seeded.server.db_path)
     with pytest.raises(grpc.RpcError) as raised:
         call(seeded)
-    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert raised.value.code() == INVALID
+    assert sorted(_violated_fields(raised.value)) == fields
+
+
+def test_an_unreadable_timestamp_outside_the_update_mask_is_ignored_like_any_field(
+    seeded: Seeded,
+) -> None:
+    admin = seeded.server.admin
+    entry = admin.CreateEntry(
+        pb.CreateEntryRequest(
+            subject="masked", token="masked-token-0001", access_restrictions=CATALOG
+        ),
+        metadata=ADMIN_METADATA,
+    )
+    updated = admin.UpdateEntry(
+        pb.UpdateEntryRequest(
+            entry=pb.Entry(id=entry.id, description="still readable", expire_time=_beyond_9999()),
+            update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+            etag=entry.etag,
+        ),
+        metadata=ADMIN_METADATA,
+    )
+    assert updated.description == "still readable"
+    assert not updated.HasField("expire_time")
+
+
+def _unreadable_write(rpc: str, seeded: Seeded, metadata: object) -> Callable[[], object]:
+    """A Create or Update whose expire_time is out of range, sent with `metadata`."""
+    admin = seeded.server.admin
+    if rpc == "create":
+        request = pb.CreateEntryRequest(
+            subject="two words",
+            token="newcomer-token-1",
+            access_restrictions=CATALOG,
+            expire_time=_beyond_9999(),
+        )
+        return lambda: admin.CreateEntry(request, metadata=metadata)
+    change = pb.UpdateEntryRequest(
+        entry=pb.Entry(id=seeded.entry.id, expire_time=_beyond_9999()),
+        update_mask=field_mask_pb2.FieldMask(paths=["expire_time"]),
+        etag=seeded.entry.etag,
+    )
+    return lambda: admin.UpdateEntry(change, metadata=metadata)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "code"),
+    [((), grpc.StatusCode.UNAUTHENTICATED), (READER_METADATA, grpc.StatusCode.PERMISSION_DENIED)],
+    ids=["anonymous", "reader"],
+)
+@pytest.mark.parametrize("rpc", ["create", "update"])
+def test_a_caller_without_the_right_learns_nothing_of_its_input(
+    seeded: Seeded, rpc: str, metadata: object, code: grpc.StatusCode
+) -> None:
+    call = _unreadable_write(rpc, seeded, metadata)
+    before = _rows(seeded.server.db_path)
+    with pytest.raises(grpc.RpcError) as raised:
+        call()
+    assert raised.value.code() == code
     assert _rows(seeded.server.db_path) == before
