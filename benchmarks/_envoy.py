@@ -8,13 +8,14 @@ interleaved round by round in the same run.
 
 from __future__ import annotations
 
+import statistics
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from _load import Load, median_load, paired_ratio, rounds_of, run_h2load
+from _load import Load, median_load, pair_ratios, rounds_of, run_h2load
 from _processes import Server, per_core
 
 # The Envoy launcher is shared with the end-to-end tests.
@@ -90,8 +91,10 @@ def envoy_rows(
             if empty is not None:
                 empty.stop()
     base, ours = median_load(floor), median_load(real)
-    ratio = paired_ratio(real, floor)
-    note = f"h2load GET via Envoy (h2c), warm token; {placement}"
+    pairs = pair_ratios(real, floor)
+    ratio = statistics.median(pairs)
+    spread = f"{len(pairs)} pairs of rounds, {min(pairs):.3f}-{max(pairs):.3f}"
+    note = f"h2load GET via Envoy (h2c), warm token; {placement}; {spread}"
     return [
         make_row(
             "Envoy + empty ext_authz server (floor)",

@@ -48,18 +48,26 @@ def median_load(runs: Sequence[Load]) -> Load:
 
 
 def paired_ratio(ours: Sequence[Load], base: Sequence[Load]) -> float:
-    """Our throughput against the baseline's, from rounds run by `rounds_of`.
+    """Our throughput against the baseline's: the median of `pair_ratios`.
+
+    The median over pairs keeps one disturbed pair from moving the result.
+    """
+    return statistics.median(pair_ratios(ours, base))
+
+
+def pair_ratios(ours: Sequence[Load], base: Sequence[Load]) -> list[float]:
+    """Our throughput against the baseline's, per pair of rounds run by `rounds_of`.
 
     Each round's ratio pairs two loads run back to back, so a slow drift on the machine moves
     both alike. Each A B round and the B A round after it are then combined (geometric mean),
-    so running first or second favours neither side. The median over those pairs (a last
-    round without its pair counts alone) keeps one disturbed pair from moving the result.
+    so running first or second favours neither side. A last round without its pair counts
+    alone.
     """
     ratios = [o.rps / b.rps for o, b in zip(ours, base, strict=True)]
     pairs = [math.sqrt(a * b) for a, b in zip(ratios[::2], ratios[1::2], strict=False)]
     if len(ratios) % 2:
         pairs.append(ratios[-1])
-    return statistics.median(pairs)
+    return pairs
 
 
 def grpc_body(request: authz_pb2.CheckRequest) -> bytes:

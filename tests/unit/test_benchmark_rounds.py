@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from _load import Load, paired_ratio, rounds_of
+from _load import Load, pair_ratios, paired_ratio, rounds_of
 
 
 def load(rps: float) -> Load:
@@ -53,3 +53,9 @@ def test_one_disturbed_pair_of_rounds_does_not_move_the_ratio() -> None:
 
 def test_a_single_round_is_its_own_ratio() -> None:
     assert paired_ratio([load(450)], [load(500)]) == pytest.approx(0.9)
+
+
+def test_each_pair_of_rounds_gives_one_ratio_and_a_last_lone_round_its_own() -> None:
+    base = [load(1000)] * 5
+    ours = [load(810), load(1000), load(900), load(900), load(950)]
+    assert pair_ratios(ours, base) == pytest.approx([0.9, 0.9, 0.95])
