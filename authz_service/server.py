@@ -29,6 +29,7 @@ from .api import AdminServicer, AuthzServicer
 from .api.envoy import SERVICE_NAME as ENVOY_SERVICE
 from .api.envoy import EnvoyAuthorizationServicer
 from .core.errors import AuthzError
+from .registration import GenericOnly
 from .settings import Settings
 from .usecases import Admin, Checker
 
@@ -116,13 +117,13 @@ async def start(settings: Settings) -> Service:
     admin_server = grpc.aio.server(options=_SERVER_OPTIONS) if settings.admin_listen else None
     # The generated registration functions are untyped. The Check services come first: the
     # generic handlers are asked in order.
-    authz_pb2_grpc.add_AuthzServiceServicer_to_server(AuthzServicer(checker), _GenericOnly(server))  # type: ignore[no-untyped-call]
+    authz_pb2_grpc.add_AuthzServiceServicer_to_server(AuthzServicer(checker), GenericOnly(server))  # type: ignore[no-untyped-call]
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        EnvoyAuthorizationServicer(checker), _GenericOnly(server)
+        EnvoyAuthorizationServicer(checker), GenericOnly(server)
     )
     admin_servicer = AdminServicer(admin)
     authz_pb2_grpc.add_AdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        admin_servicer, _GenericOnly(admin_server or server)
+        admin_servicer, GenericOnly(admin_server or server)
     )
     names: tuple[str, ...] = SERVICE_NAMES
     if admin_server is not None:
@@ -204,28 +205,6 @@ def _start_metrics(
     log.info("metrics on %s:%d", listen.rpartition(":")[0], port)
 
 
-class _GenericOnly:
-    """Registers a service's methods as generic handlers only, not as registered methods.
-
-    grpc.aio's server loop keeps one pending request per registered method, plus one for all
-    generic calls, and waits on all of them for every call it accepts: each registered method
-    costs every call about 6k instructions (callgrind), more than a generic handler's lookup
-    (a dict get, Check's service asked first). So no method is registered.
-    """
-
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self._server = server
-
-    def add_generic_rpc_handlers(
-        self, handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]
-    ) -> None:
-        """Pass the generic handlers through."""
-        self._server.add_generic_rpc_handlers(handlers)
-
-    def add_registered_method_handlers(self, service: str, handlers: object) -> None:
-        """Leave the service out of the registered methods."""
-
-
 async def _open(
     server: grpc.aio.Server, listen: str, names: Sequence[str], tls: ServerTls | None
 ) -> tuple[int, Any]:
@@ -236,10 +215,10 @@ async def _open(
     except OSError as exc:
         raise StartupError(f"cannot listen on {listen}: {exc.strerror}") from None
     servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, _GenericOnly(server))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, GenericOnly(server))
     reflection.enable_server_reflection(
         (*names, health.SERVICE_NAME, reflection.SERVICE_NAME),
-        _GenericOnly(server),  # type: ignore[arg-type]  # duck-typed: the two methods it calls
+        GenericOnly(server),  # type: ignore[arg-type]  # duck-typed: the two methods it calls
     )
     try:
         if tls is None:

@@ -16,6 +16,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz_service.api.envoy import allow_response
 from authz_service.core.decision import Decision
+from authz_service.registration import GenericOnly
 
 ANSWER = allow_response(
     Decision(True, 0, 200, "", "bench-warm-0", "00000000-0000-4000-8000-000000000000"),
@@ -36,7 +37,8 @@ class EmptyExtAuthz:
 async def serve(listen: str) -> None:
     """Serve until killed; announce the port as the real server does."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(EmptyExtAuthz(), server)
+    # Registered as the real server registers its services (see GenericOnly).
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(EmptyExtAuthz(), GenericOnly(server))
     port = server.add_insecure_port(listen)
     await server.start()
     print(f"serving on 127.0.0.1:{port}", file=sys.stderr, flush=True)  # noqa: T201

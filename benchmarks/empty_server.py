@@ -13,6 +13,7 @@ import sys
 import grpc
 
 from authz.v1 import authz_pb2, authz_pb2_grpc
+from authz_service.registration import GenericOnly
 
 ANSWER = authz_pb2.CheckResponse(
     decision=authz_pb2.ALLOW,
@@ -33,7 +34,8 @@ class EmptyAuthz(authz_pb2_grpc.AuthzServiceServicer):
 
 async def serve(listen: str, reuse_port: bool) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", int(reuse_port))])
-    authz_pb2_grpc.add_AuthzServiceServicer_to_server(EmptyAuthz(), server)  # type: ignore[no-untyped-call]
+    # Registered as the real server registers its services (see GenericOnly).
+    authz_pb2_grpc.add_AuthzServiceServicer_to_server(EmptyAuthz(), GenericOnly(server))  # type: ignore[no-untyped-call]
     port = server.add_insecure_port(listen)
     await server.start()
     print(f"serving on 127.0.0.1:{port}", file=sys.stderr, flush=True)  # noqa: T201
