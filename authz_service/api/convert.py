@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from authz.v1 import authz_pb2
 from authz_service.core.errors import FieldViolation
 from authz_service.core.model import Entry, Restriction, from_micros, to_micros
-from authz_service.core.rules import RestrictionInput
+from authz_service.core.rules import (
+    MAX_ACTIONS,
+    MAX_MASK_PATHS,
+    MAX_PERMISSIONS,
+    MAX_RESTRICTIONS,
+    RestrictionInput,
+)
 
 # The range google.protobuf.Timestamp allows: 0001-01-01 to 9999-12-31.
 _MIN_SECONDS = -62_135_596_800
@@ -28,10 +34,26 @@ def authorization_of(context: grpc.aio.ServicerContext[object, object]) -> str:
 
 
 def restriction_inputs(
-    restrictions: Iterable[authz_pb2.AccessRestriction],
+    restrictions: Sequence[authz_pb2.AccessRestriction],
 ) -> list[RestrictionInput]:
-    """Restrictions as the request spells them, for the core to validate."""
-    return [RestrictionInput(r.plugin, list(r.permissions), list(r.actions)) for r in restrictions]
+    """Restrictions as the request spells them, for the core to validate.
+
+    Each list is cut one past its limit: enough for the core to report it as too long, and
+    no more Python objects than that, however many the request holds.
+    """
+    return [
+        RestrictionInput(
+            r.plugin,
+            list(r.permissions[: MAX_PERMISSIONS + 1]),
+            list(r.actions[: MAX_ACTIONS + 1]),
+        )
+        for r in restrictions[: MAX_RESTRICTIONS + 1]
+    ]
+
+
+def mask_paths(mask: field_mask_pb2.FieldMask) -> list[str]:
+    """An update mask's paths, cut one past their limit as `restriction_inputs` does."""
+    return list(mask.paths[: MAX_MASK_PATHS + 1])
 
 
 def optional_time(

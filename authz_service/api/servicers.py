@@ -13,7 +13,13 @@ from authz_service.usecases import Admin, Checker, EntryChange, NewEntry
 
 from ._status import abort_for
 from .access import AdminCalls, observed_admin_call
-from .convert import authorization_of, entry_message, optional_time, restriction_inputs
+from .convert import (
+    authorization_of,
+    entry_message,
+    mask_paths,
+    optional_time,
+    restriction_inputs,
+)
 
 Context = Any  # grpc.aio.ServicerContext; the generated base classes leave it untyped
 
@@ -135,7 +141,7 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
         change = EntryChange(
             entry_id=request.entry.id,
             etag=request.etag,
-            paths=list(request.update_mask.paths),
+            paths=mask_paths(request.update_mask),
             description=request.entry.description,
             restrictions=restriction_inputs(request.entry.access_restrictions),
             unrestricted=request.entry.unrestricted,

@@ -22,12 +22,23 @@ class AuthzError(Exception):
     """Root of the service's errors; never raised itself."""
 
 
-class InvalidArgument(AuthzError):
-    """A request field breaks a rule; `violations` names every bad field."""
+# At most this many bad fields are reported: a request with thousands of them must not build a
+# status trailer too large for a default client (8 KiB of metadata) or cost more to report.
+MAX_REPORTED_VIOLATIONS = 10
 
-    def __init__(self, violations: Iterable[FieldViolation]) -> None:
-        self.violations = tuple(violations)
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in self.violations))
+
+class InvalidArgument(AuthzError):
+    """A request field breaks a rule; `violations` names the first bad fields (at most
+    MAX_REPORTED_VIOLATIONS), and `omitted` counts the others."""
+
+    def __init__(self, violations: Iterable[FieldViolation], omitted: int = 0) -> None:
+        found = tuple(violations)
+        self.violations = found[:MAX_REPORTED_VIOLATIONS]
+        self.omitted = omitted + len(found) - len(self.violations)
+        message = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+        if self.omitted:
+            message += f"; and {self.omitted} more"
+        super().__init__(message)
 
 
 class NotFound(AuthzError):

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .errors import FieldViolation, InvalidArgument
+from .errors import MAX_REPORTED_VIOLATIONS, FieldViolation, InvalidArgument
 from .model import ADMIN_PLUGIN, Action, AdminPermission, Restriction
 
 TOKEN_MIN_CHARS = 8
@@ -30,6 +30,8 @@ PLUGIN_MAX_CHARS = 64
 PERMISSION_MAX_CHARS = 128
 MAX_RESTRICTIONS = 64
 MAX_PERMISSIONS = 64
+MAX_ACTIONS = len(Action)
+MAX_MASK_PATHS = 16
 
 _SUBJECT = re.compile(r"[!-~]+")
 # The common token (printable ASCII, no space, within the limits) in one regex match: the
@@ -118,60 +120,83 @@ class RestrictionInput:
 
 
 class Violations:
-    """Collects every bad field of one request, so a caller learns all of them at once."""
+    """Collects the bad fields of one request, so a caller learns them at once: the first
+    MAX_REPORTED_VIOLATIONS in full, the others as a count."""
 
     def __init__(self, found: Iterable[FieldViolation] = ()) -> None:
-        self._found: list[FieldViolation] = list(found)
+        self._found: list[FieldViolation] = []
+        self._omitted = 0
+        for violation in found:
+            self.check(violation.field, violation.description)
 
     def check(self, field: str, problem: str | None) -> None:
         """Record `problem` for `field` if there is one."""
-        if problem is not None:
+        if problem is None:
+            return
+        if len(self._found) < MAX_REPORTED_VIOLATIONS:
             self._found.append(FieldViolation(field, problem))
+        else:
+            self._omitted += 1
 
     @property
     def found(self) -> tuple[FieldViolation, ...]:
-        """The violations recorded so far."""
+        """The violations recorded in full so far."""
         return tuple(self._found)
 
+    @property
+    def omitted(self) -> int:
+        """How many more violations were found than are recorded in full."""
+        return self._omitted
+
     def raise_if_any(self) -> None:
-        """Raise InvalidArgument naming every recorded field."""
+        """Raise InvalidArgument naming the recorded fields."""
         if self._found:
-            raise InvalidArgument(self._found)
+            raise InvalidArgument(self._found, self._omitted)
 
 
 def parse_restriction(raw: RestrictionInput, field: str, found: Violations) -> Restriction:
-    """Validate one restriction, recording problems under `field`."""
+    """Validate one restriction, recording problems under `field`.
+
+    Past a list's limit only the count is reported: the work a request can cause is bounded.
+    """
     found.check(f"{field}.plugin", plugin_problem(raw.plugin))
+    permissions = raw.permissions[:MAX_PERMISSIONS]
     if len(raw.permissions) > MAX_PERMISSIONS:
         found.check(f"{field}.permissions", f"must list at most {MAX_PERMISSIONS} permissions")
-    for i, permission in enumerate(raw.permissions):
+    for i, permission in enumerate(permissions):
         where = f"{field}.permissions[{i}]"
         problem = permission_problem(permission)
         if problem is None and raw.plugin == ADMIN_PLUGIN and permission not in _ADMIN_PERMISSIONS:
             problem = "under plugin 'authz' must be one of " + ", ".join(AdminPermission)
         found.check(where, problem)
-    found.check(f"{field}.permissions", _duplicates_problem(raw.permissions))
-    for i, action in enumerate(raw.actions):
+    found.check(f"{field}.permissions", _duplicates_problem(permissions))
+    raw_actions = raw.actions[:MAX_ACTIONS]
+    if len(raw.actions) > MAX_ACTIONS:
+        found.check(f"{field}.actions", f"must list at most {MAX_ACTIONS} actions")
+    for i, action in enumerate(raw_actions):
         found.check(f"{field}.actions[{i}]", action_problem(action))
-    found.check(f"{field}.actions", _duplicates_problem(raw.actions))
-    actions = tuple(Action(a) for a in raw.actions if action_problem(a) is None)
-    return Restriction(raw.plugin, tuple(raw.permissions), actions)
+    found.check(f"{field}.actions", _duplicates_problem(raw_actions))
+    actions = tuple(Action(a) for a in raw_actions if action_problem(a) is None)
+    return Restriction(raw.plugin, tuple(permissions), actions)
 
 
 def parse_scope(
-    raws: Sequence[RestrictionInput], unrestricted: bool, found: Violations
+    raws: Sequence[RestrictionInput],
+    unrestricted: bool,
+    found: Violations,
+    field: str = "access_restrictions",
 ) -> tuple[Restriction, ...]:
-    """Validate an entry's restrictions together with its `unrestricted` flag.
+    """Validate an entry's restrictions (the request's `field`) with its `unrestricted` flag.
 
     Least privilege by default: an entry needs at least one restriction unless it says
     `unrestricted` explicitly, and beside `unrestricted` only the `authz` plugin may be listed
     (any other restriction would be silently meaningless).
     """
-    field = "access_restrictions"
     if len(raws) > MAX_RESTRICTIONS:
         found.check(field, f"must list at most {MAX_RESTRICTIONS} restrictions")
     restrictions = tuple(
-        parse_restriction(raw, f"{field}[{i}]", found) for i, raw in enumerate(raws)
+        parse_restriction(raw, f"{field}[{i}]", found)
+        for i, raw in enumerate(raws[:MAX_RESTRICTIONS])
     )
     plugins = [r.plugin for r in restrictions]
     found.check(field, _duplicates_problem(plugins, "plugin"))

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from authz_service.core.decision import UNAUTHENTICATED
+from authz_service.core.decision import UNAUTHENTICATED, Decision
 from authz_service.core.errors import (
     Aborted,
     AlreadyExists,
@@ -36,15 +36,17 @@ from authz_service.core.model import (
     ADMIN_PLUGIN,
     BOOTSTRAP_SUBJECT,
     FULL_ADMIN_RESTRICTION,
-    Action,
     AdminPermission,
     Entry,
+    Restriction,
     from_micros,
     to_micros,
 )
 from authz_service.core.ports import Cursor, EntryStore, Hasher
+from authz_service.core.rights import ADMIN_ACTIONS, AdminRight, admin_rights, missing_rights
 from authz_service.core.rules import (
     DESCRIPTION_MAX_CHARS,
+    MAX_MASK_PATHS,
     REVOKE_REASON_MAX_CHARS,
     RestrictionInput,
     Violations,
@@ -63,13 +65,11 @@ acting_admin: contextvars.ContextVar[str] = contextvars.ContextVar("acting_admin
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# A page's entries stop short of this many bytes (an estimate of their encoded size), well
+# inside a default client's 4 MiB message limit; the largest valid entry is about 530 KB.
+PAGE_BYTES = 1 << 20
+_LIST_BATCH = 32
 UPDATABLE_PATHS = ("description", "access_restrictions", "unrestricted", "expire_time")
-_ACTION_OF = {
-    AdminPermission.READ: Action.READ,
-    AdminPermission.CREATE: Action.CREATE,
-    AdminPermission.UPDATE: Action.UPDATE,
-    AdminPermission.REVOKE: Action.DELETE,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,23 +128,30 @@ class Admin:
         # Serializes "is this token free? then take it" across creates and rotations.
         self._token_lock = asyncio.Lock()
 
-    async def authorize(self, authorization: str, permission: AdminPermission) -> str:
-        """The subject of the admin presenting `authorization`, if it holds `permission`."""
+    async def authorize(self, authorization: str, permission: AdminPermission) -> Decision:
+        """Check's ALLOW for the admin presenting `authorization`, if it holds `permission`."""
         if not authorization:
             raise Unauthenticated("admin calls need 'authorization: Bearer <token>' metadata")
         decision = await self._checker.check(
-            "", authorization, ADMIN_PLUGIN, permission.value, _ACTION_OF[permission]
+            "", authorization, ADMIN_PLUGIN, permission.value, ADMIN_ACTIONS[permission]
         )
         if decision.allowed:
             acting_admin.set(decision.subject)
-            return decision.subject
+            return decision
         if decision.code == UNAUTHENTICATED:
             raise Unauthenticated(f"admin token rejected: {decision.reason}")
         raise PermissionDenied(f"this admin token does not grant {permission.value}")
 
+    async def _authorize_writer(
+        self, authorization: str, permission: AdminPermission
+    ) -> frozenset[AdminRight]:
+        """`authorize`, then the `authz` rights the admin holds: all it may grant or act on."""
+        decision = await self.authorize(authorization, permission)
+        return admin_rights(self._get(decision.entry_id).restrictions)
+
     async def create(self, authorization: str, new: NewEntry) -> Entry:
         """Create an entry for a new token; the token itself is kept only as a verifier."""
-        await self.authorize(authorization, AdminPermission.CREATE)
+        held = await self._authorize_writer(authorization, AdminPermission.CREATE)
         now = self._clock()
         found = Violations(new.unreadable)
         found.check("subject", subject_problem(new.subject))
@@ -153,6 +160,7 @@ class Admin:
         restrictions = parse_scope(new.restrictions, new.unrestricted, found)
         found.check("expire_time", _future_problem(new.expire_time, now))
         found.raise_if_any()
+        _may_grant(held, restrictions)
         if self._store.find_subject(new.subject) is not None:
             raise AlreadyExists("subject: an unrevoked entry already has this subject")
         async with self._token_lock:
@@ -174,11 +182,13 @@ class Admin:
 
     async def update(self, authorization: str, change: EntryChange) -> Entry:
         """Change the fields named by `change.paths`, and rotate the token if one is given."""
-        await self.authorize(authorization, AdminPermission.UPDATE)
+        held = await self._authorize_writer(authorization, AdminPermission.UPDATE)
         found = Violations()
         found.check("entry.id", None if change.entry_id else "is required")
         found.check("etag", None if change.etag else "is required (read the entry first)")
-        for i, path in enumerate(change.paths):
+        if len(change.paths) > MAX_MASK_PATHS:
+            found.check("update_mask.paths", f"must name at most {MAX_MASK_PATHS} paths")
+        for i, path in enumerate(change.paths[:MAX_MASK_PATHS]):
             if path not in UPDATABLE_PATHS:
                 found.check(
                     f"update_mask.paths[{i}]", "must be one of " + ", ".join(UPDATABLE_PATHS)
@@ -189,6 +199,7 @@ class Admin:
             found.check("new_token", token_problem(change.new_token))
         found.raise_if_any()
         current = self._get(change.entry_id)
+        _may_act_on(held, current)
         if current.revoke_time is not None:
             raise FailedPrecondition("a revoked entry cannot be updated")
         if change.etag != current.etag:
@@ -210,14 +221,12 @@ class Admin:
                     for r in current.restrictions
                 ]
             )
-            scope_found = Violations()
-            restrictions = parse_scope(raws, unrestricted, scope_found)
-            for violation in scope_found.found:
-                found.check(f"entry.{violation.field}", violation.description)
+            restrictions = parse_scope(raws, unrestricted, found, "entry.access_restrictions")
         _check_masked(found, change.unreadable, paths)
         if "expire_time" in paths:
             found.check("entry.expire_time", _future_problem(change.expire_time, now))
         found.raise_if_any()
+        _may_grant(held, restrictions)
         updated = replace(
             current,
             description=change.description if "description" in paths else current.description,
@@ -242,13 +251,14 @@ class Admin:
 
     async def revoke(self, authorization: str, entry_id: str, reason: str) -> Entry:
         """Revoke an entry at once; revoking a revoked entry changes nothing."""
-        await self.authorize(authorization, AdminPermission.REVOKE)
+        held = await self._authorize_writer(authorization, AdminPermission.REVOKE)
         found = Violations()
         found.check("id", None if entry_id else "is required")
         found.check("reason", text_problem(reason, REVOKE_REASON_MAX_CHARS))
         found.raise_if_any()
         while True:
             current = self._get(entry_id)
+            _may_act_on(held, current)
             if current.revoke_time is not None:
                 # Heals the cache should an earlier revoke have been cut short before it could.
                 self._checker.refresh(current)
@@ -285,10 +295,25 @@ class Admin:
             raise invalid("page_size", "must not be negative")
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = self._read_page_token(page_token) if page_token else None
-        entries = self._store.list_entries(after, limit + 1, include_revoked)
+        page: list[Entry] = []
+        size = 0
+        # Read in small batches, so a page of large entries stops at PAGE_BYTES without all of
+        # `limit` being read first; one entry past the page tells whether another follows.
+        while True:
+            wanted = min(limit + 1 - len(page), _LIST_BATCH)
+            batch = self._store.list_entries(after, wanted, include_revoked)
+            for entry in batch:
+                size += listed_size(entry)
+                if len(page) == limit or (page and size > PAGE_BYTES):
+                    return self._page(page, more=True)
+                page.append(entry)
+            if len(batch) < wanted:
+                return self._page(page, more=False)
+            after = (batch[-1].create_time, batch[-1].id)
+
+    def _page(self, entries: list[Entry], *, more: bool) -> tuple[list[Entry], str]:
         next_token = ""
-        if len(entries) > limit:
-            entries = entries[:limit]
+        if more:
             last = entries[-1]
             next_token = self._page_token((last.create_time, last.id))
         return [self._with_usage(e) for e in entries], next_token
@@ -430,6 +455,36 @@ class Admin:
         if not hmac.compare_digest(mac, expected):
             raise ValueError("bad signature")
         return json.loads(payload)
+
+
+def listed_size(entry: Entry) -> int:
+    """About how many bytes `entry` takes in a response (an upper estimate: every string with
+    its tag and length, and a fixed allowance for the ids, times and flags)."""
+    size = 256 + len(entry.subject) + len(entry.description) * 4 + len(entry.revoke_reason) * 4
+    for restriction in entry.restrictions:
+        size += 8 + len(restriction.plugin) + 2 * len(restriction.actions)
+        size += sum(3 + len(p) for p in restriction.permissions)
+    return size
+
+
+def _may_grant(held: frozenset[AdminRight], restrictions: Sequence[Restriction]) -> None:
+    """PermissionDenied unless the admin holds every `authz` right `restrictions` grant."""
+    missing = missing_rights(held, admin_rights(restrictions))
+    if missing:
+        raise PermissionDenied(
+            f"access_restrictions: an admin grants only the authz rights it holds; "
+            f"this one lacks {missing}"
+        )
+
+
+def _may_act_on(held: frozenset[AdminRight], target: Entry) -> None:
+    """PermissionDenied unless the admin holds every `authz` right the target entry holds."""
+    missing = missing_rights(held, admin_rights(target.restrictions))
+    if missing:
+        raise PermissionDenied(
+            f"this entry holds authz rights this admin lacks ({missing}): "
+            "only an admin holding all of them may change it"
+        )
 
 
 def _check_masked(found: Violations, unreadable: Sequence[FieldViolation], paths: set[str]) -> None:

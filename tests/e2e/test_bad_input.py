@@ -384,3 +384,36 @@ def test_a_caller_without_the_right_learns_nothing_of_its_input(
         call()
     assert raised.value.code() == code
     assert _rows(seeded.server.db_path) == before
+
+
+@pytest.mark.parametrize(
+    ("bad", "reported"),
+    [
+        # 30 bad permission names (a 438-byte request): once a trailer too large for a client.
+        (
+            [pb.AccessRestriction(plugin="catalog", permissions=[f"bad {i}" for i in range(30)])],
+            "access_restrictions[0].permissions[0]",
+        ),
+        # 200,000 empty restrictions: once a 24 MB trailer and a stall of every Check.
+        ([pb.AccessRestriction()] * 200_000, "access_restrictions"),
+    ],
+    ids=["30-bad-permissions", "200k-bad-restrictions"],
+)
+def test_a_request_with_many_bad_fields_gets_a_short_invalid_argument_a_default_client_reads(
+    seeded: Seeded, bad: list[pb.AccessRestriction], reported: str
+) -> None:
+    before = _rows(seeded.server.db_path)
+    with pytest.raises(grpc.RpcError) as raised:
+        _create(access_restrictions=bad)(seeded)
+    assert raised.value.code() == INVALID, raised.value.details()
+    fields = _violated_fields(raised.value)
+    assert reported in fields
+    assert len(fields) <= 10
+    assert "more" in raised.value.details()
+    assert len(raised.value.details()) < 4096
+    assert _rows(seeded.server.db_path) == before
+    # The server is not stalled: a Check right after answers within a tight deadline.
+    answer = seeded.server.authz.Check(
+        pb.CheckRequest(token="existing-token-1", plugin="catalog"), timeout=2
+    )
+    assert answer.decision == pb.ALLOW

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from authz_service.api.convert import entry_message
 from authz_service.core.decision import Decision
 from authz_service.core.errors import (
     Aborted,
@@ -41,6 +42,7 @@ from authz_service.core.model import (
 from authz_service.core.rules import RestrictionInput
 from authz_service.core.tokens import lookup_tag
 from authz_service.usecases import Admin, Checker, EntryChange, NewEntry
+from authz_service.usecases.admin import PAGE_BYTES, listed_size
 from fakes import FakeHasher, InMemoryStore
 
 KEY = bytes(range(32))
@@ -323,6 +325,160 @@ def test_narrowing_an_admins_own_rights_takes_effect_on_its_next_call(world: Wor
         await refused(world, admin_call(world, "create", ROOT), PermissionDenied)
         listed, _ = await world.admin.list(ROOT, 10, "", include_revoked=False)
         assert len(listed) == 1
+
+    run(scenario())
+
+
+# No escalation among admins
+
+CREATOR_TOKEN = "creator-admin-token-0004"
+AS_CREATOR = f"Bearer {CREATOR_TOKEN}"
+UPDATER_TOKEN = "updater-admin-token-0005"
+AS_UPDATER = f"Bearer {UPDATER_TOKEN}"
+FULL_ADMIN = RestrictionInput("authz", [p.value for p in AdminPermission])
+
+
+def only(*permissions: AdminPermission) -> tuple[Restriction, ...]:
+    return (Restriction("authz", tuple(p.value for p in permissions)),)
+
+
+@pytest.mark.parametrize(
+    "granted",
+    [
+        FULL_ADMIN,
+        RestrictionInput("authz"),  # no permissions: all of them
+        RestrictionInput("authz", ["authz.entry.create", "authz.entry.read"]),
+        RestrictionInput("authz", ["authz.entry.create"], []),  # the creator's, any action
+    ],
+    ids=["all-four", "any-permission", "one-more", "every-action"],
+)
+def test_an_admin_cannot_create_an_entry_with_authz_rights_it_does_not_hold(
+    world: World, granted: RestrictionInput
+) -> None:
+    world.seed(
+        CREATOR_TOKEN,
+        "creator",
+        (Restriction("authz", (AdminPermission.CREATE.value,), (Action.CREATE,)),),
+    )
+    new = NewEntry("would-be-root", TOKEN, restrictions=[ANY_CATALOG, granted])
+
+    async def scenario() -> PermissionDenied:
+        error = await refused(world, world.admin.create(AS_CREATOR, new), PermissionDenied)
+        assert (await world.check(TOKEN, "authz")).reason == "unknown_token"
+        return error
+
+    error = run(scenario())
+    assert "authz rights it holds" in str(error)
+    assert_names_no_secret(str(error), TOKEN, CREATOR_TOKEN)
+
+
+def test_an_admin_may_grant_the_authz_rights_it_holds(world: World) -> None:
+    world.seed(CREATOR_TOKEN, "creator", only(AdminPermission.CREATE, AdminPermission.READ))
+    granted = RestrictionInput("authz", ["authz.entry.read"], [int(Action.READ)])
+
+    async def scenario() -> Decision:
+        await world.admin.create(AS_CREATOR, NewEntry("reader", TOKEN, restrictions=[granted]))
+        return await world.checker.check(TOKEN, "", "authz", "authz.entry.read", 2)
+
+    assert run(scenario()).allowed
+
+
+def test_a_full_admin_may_grant_full_rights_however_spelled(world: World) -> None:
+    async def scenario() -> None:
+        await world.create("second-root", TOKEN, restrictions=[RestrictionInput("authz")])
+        await world.create("third-root", OTHER_TOKEN, restrictions=[FULL_ADMIN])
+
+    run(scenario())
+
+
+def test_an_admin_cannot_widen_its_own_entry(world: World) -> None:
+    own = world.seed(UPDATER_TOKEN, "updater", only(AdminPermission.UPDATE))
+    change = EntryChange(own.id, own.etag, ["access_restrictions"], restrictions=[FULL_ADMIN])
+
+    async def scenario() -> None:
+        await refused(world, world.admin.update(AS_UPDATER, change), PermissionDenied)
+        decision = await world.checker.check(UPDATER_TOKEN, "", "authz", "authz.entry.create", 1)
+        assert decision.reason == "permission_not_allowed"
+
+    run(scenario())
+
+
+def test_an_admin_cannot_widen_another_entry_past_its_own_rights(world: World) -> None:
+    world.seed(UPDATER_TOKEN, "updater", only(AdminPermission.UPDATE))
+    target = world.seed(TOKEN, "plain", (Restriction("catalog"),))
+    change = EntryChange(
+        target.id, target.etag, ["access_restrictions"], restrictions=[ANY_CATALOG, FULL_ADMIN]
+    )
+    run(refused(world, world.admin.update(AS_UPDATER, change), PermissionDenied))
+
+
+@pytest.mark.parametrize("call", ["describe", "narrow", "rotate", "expire", "revoke"])
+def test_an_admin_cannot_touch_an_entry_holding_rights_it_lacks(world: World, call: str) -> None:
+    assert world.root is not None
+    root = world.root
+    world.seed(
+        UPDATER_TOKEN,
+        "updater",
+        only(AdminPermission.UPDATE, AdminPermission.REVOKE, AdminPermission.READ),
+    )
+    changes = {
+        "describe": EntryChange(root.id, root.etag, ["description"], description="mine now"),
+        "narrow": EntryChange(
+            root.id, root.etag, ["access_restrictions"], restrictions=[ANY_CATALOG]
+        ),
+        "rotate": EntryChange(root.id, root.etag, new_token="attacker-knows-this-1"),
+        "expire": EntryChange(
+            root.id, root.etag, ["expire_time"], expire_time=T0 + timedelta(hours=1)
+        ),
+    }
+
+    async def scenario() -> PermissionDenied:
+        if call == "revoke":
+            attempt = world.admin.revoke(AS_UPDATER, root.id, "taking over")
+        else:
+            attempt = world.admin.update(AS_UPDATER, changes[call])
+        error = await refused(world, attempt, PermissionDenied)
+        assert (await world.checker.check(ROOT_TOKEN, "", "authz", "authz.entry.create", 1)).allowed
+        return error
+
+    error = run(scenario())
+    assert "authz.entry.create" in str(error)
+    assert_names_no_secret(str(error), "attacker-knows-this-1", UPDATER_TOKEN)
+
+
+def test_an_admin_may_change_entries_within_its_rights_and_its_own(world: World) -> None:
+    own = world.seed(UPDATER_TOKEN, "updater", only(AdminPermission.UPDATE, AdminPermission.READ))
+    peer = world.seed(TOKEN, "peer", only(AdminPermission.READ))
+
+    async def scenario() -> Decision:
+        await world.admin.update(
+            AS_UPDATER, EntryChange(peer.id, peer.etag, ["description"], description="ok")
+        )
+        await world.admin.update(
+            AS_UPDATER,
+            EntryChange(
+                own.id,
+                own.etag,
+                ["access_restrictions"],
+                restrictions=[RestrictionInput("authz", ["authz.entry.update"])],
+            ),
+        )
+        return await world.checker.check(UPDATER_TOKEN, "", "authz", "authz.entry.read", 2)
+
+    assert run(scenario()).reason == "permission_not_allowed"
+
+
+def test_an_admin_without_authz_rights_of_its_own_can_revoke_plain_entries_only(
+    world: World,
+) -> None:
+    world.seed(UPDATER_TOKEN, "revoker", only(AdminPermission.REVOKE))
+    plain = world.seed(TOKEN, "plain", (Restriction("catalog"),))
+    reader = world.seed(OTHER_TOKEN, "reader", only(AdminPermission.READ))
+
+    async def scenario() -> None:
+        revoked = await world.admin.revoke(AS_UPDATER, plain.id, "done")
+        assert revoked.revoke_time is not None
+        await refused(world, world.admin.revoke(AS_UPDATER, reader.id, "no"), PermissionDenied)
 
     run(scenario())
 
@@ -1224,3 +1380,53 @@ def test_a_use_recorded_while_an_update_is_in_flight_survives_the_update() -> No
         write_pool.shutdown(wait=True)
     assert got.description == "x"
     assert store.get(got.id).last_used_time == used_at
+
+
+# Pages bounded by bytes
+
+
+def large_restrictions(n: int) -> tuple[Restriction, ...]:
+    return tuple(
+        Restriction(
+            f"p{n}-{r}".ljust(64, "x"),
+            tuple(f"perm.n{n}r{r}p{p}".ljust(128, "x") for p in range(64)),
+        )
+        for r in range(64)
+    )
+
+
+def test_a_listed_size_is_never_below_the_encoded_size(world: World) -> None:
+    small = world.seed(TOKEN, "small", (Restriction("catalog"),))
+    large = replace(
+        world.seed(OTHER_TOKEN, "large", large_restrictions(0)),
+        description="é" * 1024,
+        revoke_reason="r" * 512,
+        revoke_time=T0,
+        expire_time=T0,
+        last_used_time=T0,
+    )
+    for entry in (small, large):
+        assert listed_size(entry) >= entry_message(entry, T0).ByteSize()
+
+
+def test_a_page_of_large_entries_stops_at_the_byte_bound_and_the_next_resumes(
+    world: World,
+) -> None:
+    for n in range(12):
+        world.seed(f"large-entry-token-{n:04d}", f"large-{n}", large_restrictions(n))
+
+    async def scenario() -> list[list[Entry]]:
+        pages, token = [], ""
+        while True:
+            page, token = await world.admin.list(ROOT, 1000, token, include_revoked=False)
+            pages.append(page)
+            if not token:
+                return pages
+
+    pages = run(scenario())
+    assert len(pages) > 1
+    for page in pages:
+        assert page
+        assert len(page) == 1 or sum(listed_size(e) for e in page) <= PAGE_BYTES
+    listed = [e.subject for page in pages for e in page]
+    assert sorted(listed) == sorted(["root-admin", *(f"large-{n}" for n in range(12))])

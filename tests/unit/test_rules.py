@@ -803,3 +803,29 @@ def test_scope_violations_never_repeat_a_rejected_plugin_or_permission(
     for violation in raised.value.violations:
         assert plugin not in violation.description
         assert permission not in violation.description
+
+
+def test_only_the_first_violations_are_kept_and_the_rest_counted() -> None:
+    found = Violations()
+    restrictions = [RestrictionInput("catalog", [f"bad name {i}" for i in range(30)])]
+    parse_scope(restrictions, False, found)
+    assert len(found.found) == 10
+    assert found.omitted == 20
+    with pytest.raises(InvalidArgument) as raised:
+        found.raise_if_any()
+    assert raised.value.omitted == 20
+    assert str(raised.value).endswith("; and 20 more")
+
+
+def test_lists_past_their_limit_are_reported_by_count_not_validated_one_by_one() -> None:
+    found = Violations()
+    raws = [RestrictionInput("", ["x y"] * 1000, [9] * 1000)] * 10_000
+    restrictions = parse_scope(raws, False, found)
+    assert len(restrictions) == 64
+    assert all(len(r.permissions) == 64 for r in restrictions)
+    fields = [v.field for v in found.found]
+    assert fields[0] == "access_restrictions"
+    assert "access_restrictions[0].permissions" in fields
+    # The count, 64 restrictions of (plugin, count, 64 names, duplicates, count, 4 actions,
+    # duplicates), and the repeated plugin:
+    assert found.omitted + len(found.found) == 1 + 64 * (1 + 1 + 64 + 1 + 1 + 4 + 1) + 1
