@@ -297,26 +297,24 @@ class Admin:
         after = self._read_page_token(page_token) if page_token else None
         page: list[Entry] = []
         size = 0
+        more = False
         # Read in small batches, so a page of large entries stops at PAGE_BYTES without all of
         # `limit` being read first; one entry past the page tells whether another follows.
-        while True:
+        while not more:
             wanted = min(limit + 1 - len(page), _LIST_BATCH)
             batch = self._store.list_entries(after, wanted, include_revoked)
             for entry in batch:
                 size += listed_size(entry)
                 if len(page) == limit or (page and size > PAGE_BYTES):
-                    return self._page(page, more=True)
+                    more = True
+                    break
                 page.append(entry)
             if len(batch) < wanted:
-                return self._page(page, more=False)
+                break
             after = (batch[-1].create_time, batch[-1].id)
-
-    def _page(self, entries: list[Entry], *, more: bool) -> tuple[list[Entry], str]:
-        next_token = ""
-        if more:
-            last = entries[-1]
-            next_token = self._page_token((last.create_time, last.id))
-        return [self._with_usage(e) for e in entries], next_token
+        last = page[-1] if page else None
+        next_token = self._page_token((last.create_time, last.id)) if more and last else ""
+        return [self._with_usage(e) for e in page], next_token
 
     async def ensure_bootstrap_admin(self, token: str) -> Entry:
         """Make sure `bootstrap-admin` exists, is active and holds full `authz` rights for token."""
