@@ -100,10 +100,11 @@ async def start(settings: Settings) -> Service:
         key,
         hash_pool,
         write_pool,
+        hash_workers=settings.hash_workers,
         cache_size=settings.cache_size,
         known_tags=store.all_tags(),
     )
-    admin = Admin(store, hasher, checker, key=key, hash_pool=hash_pool, write_pool=write_pool)
+    admin = Admin(store, hasher, checker, key=key, write_pool=write_pool)
     if settings.bootstrap_token:
         try:
             bootstrap = await admin.ensure_bootstrap_admin(settings.bootstrap_token)

@@ -33,6 +33,12 @@ def authorization_of(context: grpc.aio.ServicerContext[object, object]) -> str:
     return ""
 
 
+def peer_host(peer: str) -> str:
+    """A gRPC peer (`ipv4:10.0.0.7:51234`, `ipv6:%5B::1%5D:51234`) without its port: the
+    caller whose turn argon2 work takes, one per client host rather than per connection."""
+    return peer.rpartition(":")[0] or peer
+
+
 def restriction_inputs(
     restrictions: Sequence[authz_pb2.AccessRestriction],
 ) -> list[RestrictionInput]:

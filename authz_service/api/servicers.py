@@ -18,6 +18,7 @@ from .convert import (
     entry_message,
     mask_paths,
     optional_time,
+    peer_host,
     restriction_inputs,
 )
 
@@ -50,6 +51,7 @@ class AuthzServicer(authz_pb2_grpc.AuthzServiceServicer):
                 request.plugin,
                 request.permission,
                 request.action,
+                caller=lambda: peer_host(context.peer()),
             )
         except Exception as error:  # noqa: BLE001 (mapped, never leaked, by abort_for)
             await abort_for(context, error, "Check")
@@ -129,7 +131,7 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
             expire_time=expire_time,
             unreadable=unreadable,
         )
-        entry = await self._admin.create(authorization_of(context), new)
+        entry = await self._admin.create(authorization_of(context), new, peer=_peer(context))
         return entry_message(entry, self._clock())
 
     @observed_admin_call
@@ -149,7 +151,7 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
             new_token=request.new_token,
             unreadable=unreadable,
         )
-        entry = await self._admin.update(authorization_of(context), change)
+        entry = await self._admin.update(authorization_of(context), change, peer=_peer(context))
         return entry_message(entry, self._clock())
 
     @observed_admin_call
@@ -157,7 +159,9 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
         self, request: authz_pb2.RevokeEntryRequest, context: Context
     ) -> authz_pb2.Entry:
         """Revoke at once: the next Check with its token is denied."""
-        entry = await self._admin.revoke(authorization_of(context), request.id, request.reason)
+        entry = await self._admin.revoke(
+            authorization_of(context), request.id, request.reason, peer=_peer(context)
+        )
         return entry_message(entry, self._clock())
 
     @observed_admin_call
@@ -165,7 +169,7 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
         self, request: authz_pb2.GetEntryRequest, context: Context
     ) -> authz_pb2.Entry:
         """One entry by id."""
-        entry = await self._admin.get(authorization_of(context), request.id)
+        entry = await self._admin.get(authorization_of(context), request.id, peer=_peer(context))
         return entry_message(entry, self._clock())
 
     @observed_admin_call
@@ -178,8 +182,13 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
             request.page_size,
             request.page_token,
             request.include_revoked,
+            peer=_peer(context),
         )
         now = self._clock()
         return authz_pb2.ListEntriesResponse(
             entries=[entry_message(e, now) for e in entries], next_page_token=next_token
         )
+
+
+def _peer(context: Context) -> str:
+    return peer_host(context.peer() or "")

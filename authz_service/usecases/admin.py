@@ -113,7 +113,6 @@ class Admin:
         checker: Checker,
         *,
         key: bytes,
-        hash_pool: Executor,
         write_pool: Executor,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -122,18 +121,29 @@ class Admin:
         self._checker = checker
         self._key = key
         self._page_key = hmac.new(key, b"authz page token", hashlib.sha256).digest()
-        self._hash_pool = hash_pool
+        # argon2 work shares Check's turns by caller: an admin's waits behind no one's burst.
+        self._hashing = checker.hash_queue
         self._write_pool = write_pool
         self._clock = clock
         # Serializes "is this token free? then take it" across creates and rotations.
         self._token_lock = asyncio.Lock()
 
-    async def authorize(self, authorization: str, permission: AdminPermission) -> Decision:
-        """Check's ALLOW for the admin presenting `authorization`, if it holds `permission`."""
+    async def authorize(
+        self, authorization: str, permission: AdminPermission, peer: str = ""
+    ) -> Decision:
+        """Check's ALLOW for the admin presenting `authorization`, if it holds `permission`.
+
+        `peer` (the client's address) is whose turn any argon2 work here takes, in every call.
+        """
         if not authorization:
             raise Unauthenticated("admin calls need 'authorization: Bearer <token>' metadata")
         decision = await self._checker.check(
-            "", authorization, ADMIN_PLUGIN, permission.value, ADMIN_ACTIONS[permission]
+            "",
+            authorization,
+            ADMIN_PLUGIN,
+            permission.value,
+            ADMIN_ACTIONS[permission],
+            caller=lambda: peer,
         )
         if decision.allowed:
             acting_admin.set(decision.subject)
@@ -143,15 +153,15 @@ class Admin:
         raise PermissionDenied(f"this admin token does not grant {permission.value}")
 
     async def _authorize_writer(
-        self, authorization: str, permission: AdminPermission
+        self, authorization: str, permission: AdminPermission, peer: str
     ) -> frozenset[AdminRight]:
         """`authorize`, then the `authz` rights the admin holds: all it may grant or act on."""
-        decision = await self.authorize(authorization, permission)
+        decision = await self.authorize(authorization, permission, peer)
         return admin_rights(self._get(decision.entry_id).restrictions)
 
-    async def create(self, authorization: str, new: NewEntry) -> Entry:
+    async def create(self, authorization: str, new: NewEntry, *, peer: str = "") -> Entry:
         """Create an entry for a new token; the token itself is kept only as a verifier."""
-        held = await self._authorize_writer(authorization, AdminPermission.CREATE)
+        held = await self._authorize_writer(authorization, AdminPermission.CREATE, peer)
         now = self._clock()
         found = Violations(new.unreadable)
         found.check("subject", subject_problem(new.subject))
@@ -164,7 +174,7 @@ class Admin:
         if self._store.find_subject(new.subject) is not None:
             raise AlreadyExists("subject: an unrevoked entry already has this subject")
         async with self._token_lock:
-            verifier, tag = await self._claim(new.token, "token")
+            verifier, tag = await self._claim(new.token, "token", peer)
             entry = Entry(
                 id=str(uuid.uuid4()),
                 subject=new.subject,
@@ -177,12 +187,14 @@ class Admin:
                 update_time=now,
                 expire_time=new.expire_time,
             )
-            await self._commit(self._store.add, entry, self._checker.token_added)
+            await self._commit(
+                self._store.add, entry, partial(self._checker.token_added, new.token)
+            )
         return entry
 
-    async def update(self, authorization: str, change: EntryChange) -> Entry:
+    async def update(self, authorization: str, change: EntryChange, *, peer: str = "") -> Entry:
         """Change the fields named by `change.paths`, and rotate the token if one is given."""
-        held = await self._authorize_writer(authorization, AdminPermission.UPDATE)
+        held = await self._authorize_writer(authorization, AdminPermission.UPDATE, peer)
         found = Violations()
         found.check("entry.id", None if change.entry_id else "is required")
         found.check("etag", None if change.etag else "is required (read the entry first)")
@@ -242,16 +254,20 @@ class Admin:
             )
             return self._with_usage(updated)
         async with self._token_lock:
-            verifier, tag = await self._claim(change.new_token, "new_token")
+            verifier, tag = await self._claim(change.new_token, "new_token", peer)
             updated = replace(updated, verifier=verifier, lookup_tag=tag)
             await self._commit(
-                self._store.rotate, updated, partial(self._checker.forget, updated.id)
+                self._store.rotate,
+                updated,
+                partial(self._checker.rotated, updated.id, change.new_token),
             )
         return self._with_usage(updated)
 
-    async def revoke(self, authorization: str, entry_id: str, reason: str) -> Entry:
+    async def revoke(
+        self, authorization: str, entry_id: str, reason: str, *, peer: str = ""
+    ) -> Entry:
         """Revoke an entry at once; revoking a revoked entry changes nothing."""
-        held = await self._authorize_writer(authorization, AdminPermission.REVOKE)
+        held = await self._authorize_writer(authorization, AdminPermission.REVOKE, peer)
         found = Violations()
         found.check("id", None if entry_id else "is required")
         found.check("reason", text_problem(reason, REVOKE_REASON_MAX_CHARS))
@@ -279,18 +295,24 @@ class Admin:
                 continue  # another admin wrote meanwhile: revoke what is there now
             return self._with_usage(revoked)
 
-    async def get(self, authorization: str, entry_id: str) -> Entry:
+    async def get(self, authorization: str, entry_id: str, *, peer: str = "") -> Entry:
         """One entry, with its latest use."""
-        await self.authorize(authorization, AdminPermission.READ)
+        await self.authorize(authorization, AdminPermission.READ, peer)
         if not entry_id:
             raise invalid("id", "is required")
         return self._with_usage(self._get(entry_id))
 
     async def list(
-        self, authorization: str, page_size: int, page_token: str, include_revoked: bool
+        self,
+        authorization: str,
+        page_size: int,
+        page_token: str,
+        include_revoked: bool,
+        *,
+        peer: str = "",
     ) -> tuple[list[Entry], str]:
         """A page of entries in creation order, and the token of the next page ("" at the end)."""
-        await self.authorize(authorization, AdminPermission.READ)
+        await self.authorize(authorization, AdminPermission.READ, peer)
         if page_size < 0:
             raise invalid("page_size", "must not be negative")
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
@@ -324,10 +346,10 @@ class Admin:
         now = self._clock()
         current = self._store.find_subject(BOOTSTRAP_SUBJECT)
         async with self._token_lock:
-            holder = await self._holder(token)
+            holder = await self._holder(token, "")
             if holder is not None and (current is None or holder.id != current.id):
                 raise AlreadyExists("bootstrap token: another entry already holds this token")
-            if holder is None and await self._retired(token):
+            if holder is None and await self._retired(token, ""):
                 raise AlreadyExists(
                     "bootstrap token: this token was rotated away; choose a new one"
                 )
@@ -336,7 +358,7 @@ class Admin:
             )
             rights = (*rights, FULL_ADMIN_RESTRICTION)
             if current is None:
-                verifier, tag = await self._claim(token, "bootstrap token")
+                verifier, tag = await self._claim(token, "bootstrap token", "")
                 entry = Entry(
                     id=str(uuid.uuid4()),
                     subject=BOOTSTRAP_SUBJECT,
@@ -348,7 +370,9 @@ class Admin:
                     create_time=now,
                     update_time=now,
                 )
-                await self._commit(self._store.add, entry, self._checker.token_added)
+                await self._commit(
+                    self._store.add, entry, partial(self._checker.token_added, token)
+                )
                 return entry
             updated = replace(
                 current,
@@ -357,14 +381,14 @@ class Admin:
                 update_time=now,
                 revision=current.revision + 1,
             )
-            write = self._store.replace
+            write, then = self._store.replace, partial(self._checker.forget, updated.id)
             if holder is None:
-                verifier, tag = await self._claim(token, "bootstrap token")
+                verifier, tag = await self._claim(token, "bootstrap token", "")
                 updated = replace(updated, verifier=verifier, lookup_tag=tag)
-                write = self._store.rotate
+                write, then = self._store.rotate, partial(self._checker.rotated, updated.id, token)
             elif updated.restrictions == current.restrictions and current.expire_time is None:
                 return current
-            await self._commit(write, updated, partial(self._checker.forget, updated.id))
+            await self._commit(write, updated, then)
             return updated
 
     def _get(self, entry_id: str) -> Entry:
@@ -379,36 +403,31 @@ class Admin:
             return entry
         return replace(entry, last_used_time=pending)
 
-    async def _holder(self, token: str) -> Entry | None:
+    async def _holder(self, token: str, peer: str) -> Entry | None:
         """The entry, revoked or not, whose token this is; one argon2 verify per tag match."""
         tag = lookup_tag(self._key, token)
-        loop = asyncio.get_running_loop()
         for entry in self._store.find_tag(tag):
-            if await loop.run_in_executor(
-                self._hash_pool, self._hasher.verify, entry.verifier, token
-            ):
+            if await self._hashing.run(peer, self._hasher.verify, entry.verifier, token):
                 return entry
         return None
 
-    async def _retired(self, token: str) -> bool:
+    async def _retired(self, token: str, peer: str) -> bool:
         """Whether `token` was once an entry's and was rotated away."""
         tag = lookup_tag(self._key, token)
-        loop = asyncio.get_running_loop()
         for verifier in self._store.find_retired(tag):
-            if await loop.run_in_executor(self._hash_pool, self._hasher.verify, verifier, token):
+            if await self._hashing.run(peer, self._hasher.verify, verifier, token):
                 return True
         return False
 
-    async def _claim(self, token: str, field: str) -> tuple[str, int]:
+    async def _claim(self, token: str, field: str, peer: str) -> tuple[str, int]:
         """A verifier and tag for a token no entry holds; AlreadyExists (naming no entry) else.
 
         Tokens of revoked entries and rotated-away tokens are refused too: a token that was
         taken out of service must never work again.
         """
-        if await self._holder(token) is not None or await self._retired(token):
+        if await self._holder(token, peer) is not None or await self._retired(token, peer):
             raise AlreadyExists(f"{field}: already in use or retired (tokens are never reused)")
-        loop = asyncio.get_running_loop()
-        verifier = await loop.run_in_executor(self._hash_pool, self._hasher.hash, token)
+        verifier = await self._hashing.run(peer, self._hasher.hash, token)
         tag = lookup_tag(self._key, token)
         self._checker.expect_tag(tag)  # before the write: no moment when Check could miss it
         return verifier, tag

@@ -10,6 +10,7 @@ are known.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -34,7 +35,14 @@ from authz_service.core.rules import (
 )
 from authz_service.core.tokens import TokenDigests
 
+from .hashing import HashQueue
 from .timing import Durations
+
+log = logging.getLogger("authz_service.check")
+
+# Who is asking: a client's address, computed only when a check needs argon2 work, which is
+# taken in turns by caller (HashQueue).
+Caller = Callable[[], str]
 
 DEFAULT_CACHE_SIZE = 10_000
 _MAX_REMEMBERED_NAMES = 4096
@@ -67,6 +75,7 @@ class Checker:
         hash_pool: Executor,
         write_pool: Executor,
         *,
+        hash_workers: int = 1,
         cache_size: int = DEFAULT_CACHE_SIZE,
         clock: Callable[[], float] = time.time,
         known_tags: set[int] | None = None,
@@ -80,7 +89,8 @@ class Checker:
         digests = TokenDigests(key)
         self._cache_key = digests.cache_key
         self._tag_of = digests.tag_of
-        self._hash_pool = hash_pool
+        # argon2 work, Check's and the admin calls', on `hash_workers` threads of `hash_pool`.
+        self.hash_queue = HashQueue(hash_pool, hash_workers)
         self._write_pool = write_pool
         self._cache_size = cache_size
         self._clock = clock
@@ -89,9 +99,9 @@ class Checker:
         self._digests_of: dict[str, set[bytes]] = {}
         self._inflight: dict[bytes, asyncio.Task[Policy | None]] = {}
         # Digests of wrong tokens whose tag matched some entry: replayed, each would cost an
-        # argon2 verify per request. Bounded, and emptied by every admin write.
+        # argon2 verify per request. Bounded; a token leaves it when an entry takes it.
         self._failed: dict[bytes, None] = {}
-        # Bumped by every invalidation; a verify that started before one is not cached.
+        # Bumped by every change to an entry; a verify that started before one is not cached.
         self._generation = 0
         self._last_used: dict[str, float] = {}
         self._valid_plugins: set[str] = set()
@@ -109,12 +119,20 @@ class Checker:
         self.cache_misses = 0
 
     async def check(
-        self, token: str, authorization: str, plugin: str, permission: str, action: int
+        self,
+        token: str,
+        authorization: str,
+        plugin: str,
+        permission: str,
+        action: int,
+        *,
+        caller: Caller = lambda: "",
     ) -> Decision:
         """Decide whether the token (raw, or in an Authorization value) may do this.
 
         This is the hot path: a warm token costs one keyed SHA-256 and a few dict lookups.
         Names seen valid before skip the regexes, and nothing here awaits unless it is cold.
+        `caller` names who asks, for the turns of argon2 work, and is called only then.
         """
         started = _now()
         if plugin not in self._valid_plugins or (
@@ -149,7 +167,7 @@ class Checker:
                 # await. (The set only grows, so no verify of this token can be in flight.)
                 self.tag_misses += 1
                 return self._counted(DENY_UNKNOWN_TOKEN, started)
-            policy = await self._resolve(digest, presented, tag)
+            policy = await self._resolve(digest, presented, tag, caller)
             if policy is None:
                 return self._counted(DENY_UNKNOWN_TOKEN, started)
         now = self._clock()
@@ -197,6 +215,11 @@ class Checker:
         for digest in self._digests_of.pop(entry_id, ()):
             self._cache.pop(digest, None)
 
+    def rotated(self, entry_id: str, token: str) -> None:
+        """An entry's token was replaced by `token`: `forget` the old, `token_added` the new."""
+        self.forget(entry_id)
+        self.token_added(token)
+
     def last_used(self, entry_id: str) -> datetime | None:
         """The latest use of an entry that is not yet written to the store."""
         seen = self._last_used.get(entry_id)
@@ -222,17 +245,23 @@ class Checker:
         if self._known_tags is not None:
             self._known_tags.add(tag)
 
-    def token_added(self) -> None:
-        """A token became valid (an entry was created): forget the tokens known to be wrong."""
-        self._invalidate()
+    def token_added(self, token: str) -> None:
+        """`token` became an entry's (create, rotate): no longer known to be wrong.
+
+        Only this token: a write makes no other wrong token right, so the others stay
+        remembered, and a replayed burst of them costs no argon2 work again.
+        """
+        digest = self._cache_key(token)
+        self._failed.pop(digest, None)
+        # A verify of it in flight read the entries before the write: it must not land.
+        self._inflight.pop(digest, None)
 
     def _invalidate(self) -> None:
         self._generation += 1
-        self._failed.clear()
         # Checks arriving from now on must read the store afresh, not join an older verify.
         self._inflight.clear()
 
-    async def _resolve(self, digest: bytes, token: str, tag: int) -> Policy | None:
+    async def _resolve(self, digest: bytes, token: str, tag: int, caller: Caller) -> Policy | None:
         flight = self._inflight.get(digest)
         if flight is None:
             # The store is read here, before any task exists: a tag that matches nothing is
@@ -242,7 +271,9 @@ class Checker:
             if not candidates:
                 self.tag_misses += 1
                 return None
-            flight = asyncio.create_task(self._verify(digest, token, candidates, generation))
+            flight = asyncio.create_task(
+                self._verify(digest, token, candidates, generation, caller())
+            )
             self._inflight[digest] = flight
             flight.add_done_callback(lambda done: self._land(digest, done))
         # shield: a caller that gives up (deadline) must not cancel the others' verify.
@@ -253,14 +284,13 @@ class Checker:
             del self._inflight[digest]
 
     async def _verify(
-        self, digest: bytes, token: str, candidates: list[Entry], generation: int
+        self, digest: bytes, token: str, candidates: list[Entry], generation: int, caller: str
     ) -> Policy | None:
-        loop = asyncio.get_running_loop()
         # Unrevoked entries first: a match there ends the search soonest.
         for entry in sorted(candidates, key=lambda e: e.revoke_time is not None):
             self.argon2_verifications += 1
-            matched, seconds = await loop.run_in_executor(
-                self._hash_pool, self._timed_verify, entry.verifier, token
+            matched, seconds = await self.hash_queue.run(
+                caller, self._timed_verify, entry.verifier, token
             )
             self.argon2_seconds.observe(seconds)
             if matched:
@@ -268,9 +298,10 @@ class Checker:
                 if generation == self._generation:
                     self._remember(digest, policy)
                 if entry.revoke_time is None and self._hasher.needs_rehash(entry.verifier):
-                    await self._rehash(entry, token)
+                    await self._rehash(entry, token, caller)
                 return policy
-        if generation == self._generation:
+        # Remembered as wrong only if no write took this token meanwhile (token_added).
+        if self._inflight.get(digest) is asyncio.current_task():
             if len(self._failed) >= self._cache_size:
                 del self._failed[next(iter(self._failed))]
             self._failed[digest] = None
@@ -294,9 +325,16 @@ class Checker:
         self._cache[digest] = policy
         self._digests_of.setdefault(policy.entry_id, set()).add(digest)
 
-    async def _rehash(self, entry: Entry, token: str) -> None:
-        loop = asyncio.get_running_loop()
-        stronger = await loop.run_in_executor(self._hash_pool, self._hasher.hash, token)
-        await loop.run_in_executor(
-            self._write_pool, self._store.replace_verifier, entry.id, entry.verifier, stronger
-        )
+    async def _rehash(self, entry: Entry, token: str, caller: str) -> None:
+        """Store a verifier with the current parameters: best effort, it never fails a Check."""
+        try:
+            stronger = await self.hash_queue.run(caller, self._hasher.hash, token)
+            await asyncio.get_running_loop().run_in_executor(
+                self._write_pool, self._store.replace_verifier, entry.id, entry.verifier, stronger
+            )
+        except Exception as exc:  # noqa: BLE001 (logged; the old verifier still works)
+            log.warning(
+                "could not store a stronger verifier for entry %s (%s); kept the old one",
+                entry.id,
+                type(exc).__name__,
+            )

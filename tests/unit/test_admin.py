@@ -127,7 +127,7 @@ def world() -> Iterator[World]:
     store, hasher, clock = InMemoryStore(), FakeHasher(), Clock(T0)
     checker = Checker(store, hasher, KEY, hash_pool, write_pool, clock=lambda: clock().timestamp())
     admin = Admin(
-        store, hasher, checker, key=KEY, hash_pool=hash_pool, write_pool=write_pool, clock=clock
+        store, hasher, checker, key=KEY, write_pool=write_pool, clock=clock
     )
     world = World(store, hasher, checker, admin, clock, write_pool)
     world.root = world.seed(ROOT_TOKEN, "root-admin", (FULL_ADMIN_RESTRICTION,))
@@ -942,7 +942,6 @@ def test_created_and_rotated_tokens_are_found_by_a_checker_with_the_tags_in_memo
         hasher,
         world.checker,
         key=KEY,
-        hash_pool=hash_pool,
         write_pool=write_pool,
         clock=clock,
     )
@@ -1358,7 +1357,7 @@ def test_a_use_recorded_while_an_update_is_in_flight_survives_the_update() -> No
     store, hasher, clock = InterleavingStore(), FakeHasher(), Clock(T0)
     checker = Checker(store, hasher, KEY, hash_pool, write_pool, clock=lambda: clock().timestamp())
     admin = Admin(
-        store, hasher, checker, key=KEY, hash_pool=hash_pool, write_pool=write_pool, clock=clock
+        store, hasher, checker, key=KEY, write_pool=write_pool, clock=clock
     )
     world = World(store, hasher, checker, admin, clock, write_pool)
     world.seed(ROOT_TOKEN, "root-admin", (FULL_ADMIN_RESTRICTION,))

@@ -78,6 +78,7 @@ class World:
             KEY,
             self.hash_pool,
             self.write_pool,
+            hash_workers=4,  # the pool's threads
             cache_size=cache_size,
             clock=self.clock,
             known_tags=known_tags,
@@ -268,9 +269,82 @@ def test_a_token_known_to_be_wrong_is_verified_again_once_an_entry_is_created(
     checker = world.checker()
     assert run(read_catalog(checker, OTHER_TOKEN)).reason == "unknown_token"
     world.add(OTHER_TOKEN, "late-comer")
-    checker.token_added()
+    checker.token_added(OTHER_TOKEN)
     decision = run(read_catalog(checker, OTHER_TOKEN))
     assert (decision.allowed, decision.subject) == (True, "late-comer")
+
+
+def test_tokens_known_to_be_wrong_stay_known_across_admin_writes(world: World) -> None:
+    held = world.add(TOKEN, tag=tag_of(OTHER_TOKEN))
+    checker = world.checker()
+    wrong = [f"{OTHER_TOKEN}-{i}" for i in range(3)]
+    for token in wrong:
+        world.add(f"collides-{token}", f"colliding-{token}", tag=tag_of(token))
+
+    async def burst() -> list[str]:
+        return [(await read_catalog(checker, token)).reason for token in wrong]
+
+    assert run(burst()) == ["unknown_token"] * 3
+    verified = world.hasher.verify_calls
+    # Every kind of write: an update, a revoke, a rotation, and a create of another token.
+    checker.refresh(replace(held, description="changed", revision=held.revision + 1))
+    checker.forget(held.id)
+    checker.rotated(held.id, "a-brand-new-token-1")
+    world.add("created-meanwhile-1", "created-meanwhile")
+    checker.token_added("created-meanwhile-1")
+    assert run(burst()) == ["unknown_token"] * 3
+    assert world.hasher.verify_calls == verified, "a replayed burst cost argon2 work again"
+
+
+def test_a_wrong_token_in_flight_when_an_entry_takes_it_is_not_remembered_as_wrong(
+    gated: World,
+) -> None:
+    gated.add(TOKEN, tag=tag_of(OTHER_TOKEN))
+    checker = gated.checker()
+    hasher = gated.hasher
+    assert isinstance(hasher, GatedHasher)
+
+    async def scenario() -> tuple[Decision, Decision]:
+        before = asyncio.create_task(read_catalog(checker, OTHER_TOKEN))
+        await hasher.wait_for_verify()
+        gated.add(OTHER_TOKEN, "late-comer")
+        checker.token_added(OTHER_TOKEN)
+        hasher.gate.set()
+        return await before, await read_catalog(checker, OTHER_TOKEN)
+
+    started_before, after = run(scenario())
+    assert started_before.reason == "unknown_token"
+    assert (after.allowed, after.subject) == (True, "late-comer")
+
+
+def test_a_valid_first_check_waits_for_one_verify_of_another_callers_burst(
+    gated: World,
+) -> None:
+    gated.add(TOKEN, "valid")
+    wrong = [f"colliding-wrong-token-{i}" for i in range(30)]
+    for token in wrong:
+        gated.add(f"holder-of-{token}", f"holder-{token}", tag=tag_of(token))
+    checker = gated.checker()
+    hasher = gated.hasher
+    assert isinstance(hasher, GatedHasher)
+    finished: list[str] = []
+
+    async def check(token: str, caller: str) -> None:
+        await checker.check(token, "", "catalog", "", 0, caller=lambda: caller)
+        finished.append(token)
+
+    async def scenario() -> None:
+        burst = [asyncio.create_task(check(t, "ipv4:10.6.6.6")) for t in wrong]
+        await hasher.wait_for_verify()
+        valid = asyncio.create_task(check(TOKEN, "ipv4:10.0.0.7"))
+        await asyncio.sleep(0.01)
+        hasher.gate.set()
+        await asyncio.gather(valid, *burst)
+
+    run(scenario())
+    # Four workers held four of the burst's verifies; the valid one took the second turn
+    # after them (in one queue it would have waited for all thirty).
+    assert finished.index(TOKEN) < 10
 
 
 def test_among_entries_sharing_a_tag_the_one_whose_verifier_matches_wins(world: World) -> None:
@@ -683,6 +757,24 @@ def test_a_verifier_made_with_weaker_parameters_is_replaced_after_a_successful_c
     assert not world.hasher.needs_rehash(stored.verifier)
     assert world.hasher.verify(stored.verifier, TOKEN)
     assert stored.revision == entry.revision
+
+
+def test_a_rehash_that_cannot_be_stored_does_not_fail_the_check(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    entry = world.add(TOKEN)
+    world.hasher.version = 2
+    checker = world.checker()
+
+    def disk_full(*_: object) -> None:
+        raise Unavailable("database write failed: database or disk is full")
+
+    monkeypatch.setattr(world.store, "replace_verifier", disk_full)
+    assert allowed_as(run(read_catalog(checker)), entry)
+    assert allowed_as(run(read_catalog(checker)), entry)  # and cached as usual
+    assert world.store.get(entry.id).verifier == entry.verifier
+    assert "could not store a stronger verifier" in caplog.text
+    assert TOKEN not in caplog.text
 
 
 def test_a_verifier_with_current_parameters_is_left_alone(world: World) -> None:

@@ -1,0 +1,113 @@
+"""argon2 work, taken in turns by caller: one caller's burst of cold or wrong tokens delays
+mostly itself.
+
+Every verify and hash runs on a bounded thread pool. Jobs wait in one queue per caller (a
+client's address), and a free thread takes the next job of the next caller in turn, so a
+caller with one job waits for at most one job of each other caller, however many they queued.
+Everything but the hashing itself runs on the event loop: no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+from authz_service.core.errors import Unavailable
+
+T = TypeVar("T")
+
+# A caller with this many jobs waiting is refused more (UNAVAILABLE): at about 30 ms a verify,
+# a queue this long is already many seconds of work.
+MAX_WAITING_PER_CALLER = 256
+MAX_WAITING = 8192
+
+_Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+
+
+class HashQueue:
+    """Runs blocking hashing calls on `pool`, at most `workers` at once, callers in turn."""
+
+    def __init__(
+        self,
+        pool: Executor,
+        workers: int,
+        *,
+        max_waiting_per_caller: int = MAX_WAITING_PER_CALLER,
+        max_waiting: int = MAX_WAITING,
+    ) -> None:
+        self._pool = pool
+        self._free = workers
+        self._max_per_caller = max_waiting_per_caller
+        self._max_waiting = max_waiting
+        # caller -> its waiting jobs; the dict's order is the order of turns.
+        self._waiting: dict[str, deque[_Job]] = {}
+        self._count = 0
+
+    @property
+    def waiting(self) -> int:
+        """How many jobs wait for a thread."""
+        return self._count
+
+    async def run(self, caller: str, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` on a pool thread, in `caller`'s turn; Unavailable when the caller
+        (or everyone together) has too many jobs waiting."""
+        loop = asyncio.get_running_loop()
+        if self._free and not self._waiting:
+            # No one waits: straight to a thread. Shielded: a caller that gives up must not
+            # free the thread's place while the thread still works.
+            return await asyncio.shield(self._start(loop, function, args))
+        queue = self._waiting.get(caller)
+        if queue is None:
+            queue = self._waiting[caller] = deque()
+        if len(queue) >= self._max_per_caller or self._count >= self._max_waiting:
+            if not queue:
+                del self._waiting[caller]
+            raise Unavailable("too many tokens are waiting for verification; retry shortly")
+        future: asyncio.Future[T] = loop.create_future()
+        queue.append((function, args, future))
+        self._count += 1
+        self._dispatch(loop)
+        return await future
+
+    def _start(
+        self, loop: asyncio.AbstractEventLoop, function: Callable[..., T], args: tuple[Any, ...]
+    ) -> asyncio.Future[T]:
+        self._free -= 1
+        job = loop.run_in_executor(self._pool, function, *args)
+        job.add_done_callback(lambda _: self._finished(loop))
+        return job
+
+    def _finished(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._free += 1
+        self._dispatch(loop)
+
+    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        while self._free and self._waiting:
+            caller = next(iter(self._waiting))
+            queue = self._waiting.pop(caller)
+            function, args, future = queue.popleft()
+            self._count -= 1
+            if queue:
+                self._waiting[caller] = queue  # to the back of the turns
+            if future.cancelled():
+                continue  # its caller gave up while it waited
+            _chain(self._start(loop, function, args), future)
+
+
+def _chain(job: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
+    """Settle `future` with `job`'s outcome, unless its waiter gave up meanwhile."""
+
+    def settle(done: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        if done.cancelled():
+            future.cancel()
+        elif (error := done.exception()) is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(done.result())
+
+    job.add_done_callback(settle)
