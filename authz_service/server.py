@@ -21,7 +21,13 @@ from grpc_reflection.v1alpha import reflection
 
 from authz.v1 import authz_pb2, authz_pb2_grpc
 
-from .adapters import Argon2Hasher, ServerKeyError, SqliteStore, load_or_create_key
+from .adapters import (
+    Argon2Hasher,
+    DatabaseFileWatch,
+    ServerKeyError,
+    SqliteStore,
+    load_or_create_key,
+)
 from .adapters.metrics import serve_metrics
 from .adapters.sqlite_store import DatabaseInUse
 from .adapters.tls import ServerTls, TlsError, load_server_tls
@@ -64,9 +70,13 @@ class Service:
     admin_server: grpc.aio.Server | None = None
     admin_port: int = 0
     admin_health: Any = None  # a grpc_health HealthServicer, untyped there
+    # Reports NOT_SERVING once the database file is removed or replaced.
+    watch: DatabaseFileWatch | None = None
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls, let in-flight ones finish (up to `grace` s), then close the store."""
+        if self.watch is not None:
+            self.watch.stop()
         await self.health.enter_graceful_shutdown()
         if self.admin_server is not None:
             await self.admin_health.enter_graceful_shutdown()
@@ -148,6 +158,7 @@ async def start(settings: Settings) -> Service:
         store.close()
         raise
     flusher = UsageFlusher(checker, asyncio.get_running_loop())
+    watch = _watch_database(store, (health_servicer, names), (admin_health, (ADMIN_SERVICE,)))
     return Service(
         server,
         port,
@@ -158,6 +169,7 @@ async def start(settings: Settings) -> Service:
         admin_server,
         admin_port,
         admin_health,
+        watch,
     )
 
 
@@ -184,6 +196,27 @@ async def serve(settings: Settings) -> None:
     log.info("stopping: draining in-flight calls (up to %.0f s)", settings.grace_seconds)
     await service.stop(settings.grace_seconds)
     log.info("stopped")
+
+
+def _watch_database(store: SqliteStore, *reporting: tuple[Any, Sequence[str]]) -> DatabaseFileWatch:
+    """Watch the database file; once it is removed or replaced, report NOT_SERVING on each
+    health servicer of `reporting` (None where there is none) for its service names."""
+    loop = asyncio.get_running_loop()
+    return DatabaseFileWatch(
+        store.file_problem,
+        # Called on the watch's thread: the rest happens on the event loop.
+        lambda reason: asyncio.run_coroutine_threadsafe(_not_serving(reason, reporting), loop),
+    )
+
+
+async def _not_serving(reason: str, reporting: Sequence[tuple[Any, Sequence[str]]]) -> None:
+    """The store refuses every write from now on: say why in one line, and stop reporting
+    SERVING for the server and each of its services."""
+    log.error("not serving: %s", reason)
+    for servicer, names in reporting:
+        if servicer is not None:
+            for name in ("", *names):
+                await servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
 def _server_tls(settings: Settings) -> ServerTls | None:

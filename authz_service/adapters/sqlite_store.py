@@ -3,6 +3,11 @@
 WAL journal with `synchronous=FULL`, so a write is on disk when its call returns; one
 connection per thread (the event loop reads, the writer thread writes); the schema carries a
 version in `PRAGMA user_version` and is brought forward by the migrations below.
+
+Storage faults (a full disk, an I/O error, a busy or damaged file) end a call with
+`Unavailable`, the transaction rolled back. The store remembers which file it opened: once that
+file (or its write-ahead log) is removed or replaced, writes would land in a file no restart
+finds, so every write is refused until the server restarts.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -87,6 +92,11 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migrate_to_1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+# A file's identity: (st_dev, st_ino). The store's connections keep the inode open, so its
+# number cannot be reused by another file while the store is open.
+_FileIdentity = tuple[int, int]
+
+
 class DatabaseInUse(Exception):
     """Another server process holds the database."""
 
@@ -105,10 +115,14 @@ class SqliteStore:
         self._write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        # The files this store writes to, as it opened them; empty until the schema is ready.
+        self._opened: Sequence[tuple[Path, _FileIdentity]] = ()
+        self._uri = path.absolute().as_uri()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock(path) if exclusive else None
         db = self._db()
-        db.execute("PRAGMA journal_mode=WAL")
+        with _storage_faults("database open"):
+            db.execute("PRAGMA journal_mode=WAL")
         with self._transaction() as tx:
             version = tx.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -119,6 +133,29 @@ class SqliteStore:
             for migrate in MIGRATIONS[version:]:
                 migrate(tx)
             tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # The write-ahead log exists from the first transaction on, and stays while any
+        # connection is open (the store keeps one open until `close`); both files hold
+        # committed writes.
+        files = (path.absolute(), _wal(path.absolute()))
+        self._opened = [(file, identity) for file in files if (identity := _identity(file))]
+
+    def file_problem(self) -> str | None:
+        """Why writes are refused: the database file or its write-ahead log was removed or
+        replaced since the store opened it. None while they are the files it opened.
+
+        One `os.stat` a file, cheap enough to poll (see `adapters.file_watch`).
+        """
+        for opened, identity in self._opened:
+            try:
+                now = _identity(opened)
+            except OSError:  # cannot tell (EACCES, EIO): the write itself will say what fails
+                continue
+            if now != identity:
+                return (
+                    f"database file {opened} was removed or replaced while serving;"
+                    " restart the server (writes are refused until then)"
+                )
+        return None
 
     def add(self, entry: Entry) -> None:
         """Insert a new entry."""
@@ -194,21 +231,17 @@ class SqliteStore:
 
     def all_tags(self) -> set[int]:
         """The lookup tag of every entry, revoked ones included."""
-        try:
+        with _storage_faults("database read"):
             rows = self._db().execute("SELECT DISTINCT lookup_tag FROM entries").fetchall()
-        except sqlite3.OperationalError as exc:
-            raise Unavailable(f"database read failed: {exc}") from None
         return {tag for (tag,) in rows}
 
     def find_retired(self, tag: int) -> list[str]:
         """Verifiers of rotated-away tokens with this lookup tag."""
-        try:
+        with _storage_faults("database read"):
             rows = self._db().execute(
                 "SELECT verifier FROM retired_tokens WHERE lookup_tag = ?", [tag]
             )
             return [verifier for (verifier,) in rows.fetchall()]
-        except sqlite3.OperationalError as exc:
-            raise Unavailable(f"database read failed: {exc}") from None
 
     def replace_verifier(self, entry_id: str, old: str, new: str) -> None:
         """Swap a verifier for a stronger one, unless the token was rotated meanwhile."""
@@ -247,14 +280,12 @@ class SqliteStore:
             " count(*) FROM entries GROUP BY state"
         )
         params = (int(State.REVOKED), to_micros(now), int(State.EXPIRED), int(State.ACTIVE))
-        try:
-            # A connection of its own, closed at once: callers (a metrics scrape) may come from
-            # a new thread each time, and a thread's connection would outlive its thread.
-            with contextlib.closing(sqlite3.connect(self.path, check_same_thread=False)) as conn:
-                conn.execute("PRAGMA busy_timeout = 5000")
-                rows = conn.execute(query, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            raise Unavailable(f"database read failed: {exc}") from None
+        self._refuse_if_file_lost()  # a file at the path now may be another database
+        # A connection of its own, closed at once: callers (a metrics scrape) may come from a
+        # new thread each time, and a thread's connection would outlive its thread.
+        with _storage_faults("database read"), contextlib.closing(self._connect()) as conn:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            rows = conn.execute(query, params).fetchall()
         for state, count in rows:
             counts[State(state)] = count
         return counts
@@ -270,15 +301,29 @@ class SqliteStore:
             os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None
 
+    def _connect(self) -> sqlite3.Connection:
+        # Once the store is open, a connection never creates the file: one vanished from the
+        # path must fail to open, not come back empty.
+        mode = "rw" if self._opened else "rwc"
+        return sqlite3.connect(
+            f"{self._uri}?mode={mode}",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+
     def _db(self) -> sqlite_utils.Database:
         db: sqlite_utils.Database | None = getattr(self._local, "db", None)
         if db is None:
             try:
-                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                conn = self._connect()
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("PRAGMA busy_timeout = 5000")
             except sqlite3.Error as exc:
                 raise Unavailable(f"cannot open database {self.path}: {exc}") from None
+            if problem := self.file_problem():  # the file at the path is not the one opened
+                conn.close()
+                raise Unavailable(problem)
             with self._connections_lock:
                 self._connections.append(conn)
             db = sqlite_utils.Database(conn)
@@ -287,31 +332,97 @@ class SqliteStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite_utils.Database]:
-        db = self._db()
         with self._write_lock:
-            try:
+            self._refuse_if_file_lost()
+            db = self._db()
+            with _storage_faults("database write"):
                 db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise Unavailable(f"database is busy: {exc}") from None
             try:
                 yield db
                 db.execute("COMMIT")
             except BaseException as exc:
-                db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.OperationalError):
-                    raise Unavailable(f"database write failed: {exc}") from None
+                self._roll_back(db)
+                if _is_storage_fault(exc):
+                    raise _unavailable("database write", exc) from None
                 raise
+            # Committed into a file no longer at its path: a restart would not find it.
+            self._refuse_if_file_lost()
+
+    def _roll_back(self, db: sqlite_utils.Database) -> None:
+        """End a failed transaction, if it is still open: after a full disk or an I/O error
+        SQLite has rolled it back itself, and a second ROLLBACK would fail."""
+        if not db.conn.in_transaction:
+            return
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            # The connection is in a state we cannot know: replace it, and close it (which rolls
+            # back what it holds). The new one opens first: while a connection is open, SQLite
+            # keeps the write-ahead log, which `file_problem` expects to stay the same file.
+            self._local.db = None
+            with contextlib.suppress(Unavailable):  # then the thread's next call tries again
+                self._db()
+            with self._connections_lock:
+                self._connections.remove(db.conn)
+            db.conn.close()
+
+    def _refuse_if_file_lost(self) -> None:
+        if problem := self.file_problem():
+            raise Unavailable(problem)
 
     def _one(self, clause: str, params: tuple[Any, ...]) -> Entry | None:
         found = self._many(clause, params)
         return found[0] if found else None
 
     def _many(self, clause: str, params: tuple[Any, ...]) -> list[Entry]:
-        try:
+        with _storage_faults("database read"):
             rows = self._db().execute(f"SELECT {_COLUMNS} FROM entries {clause}", params)  # noqa: S608 (clauses are ours)
             return [_entry(row) for row in rows.fetchall()]
-        except sqlite3.OperationalError as exc:
-            raise Unavailable(f"database read failed: {exc}") from None
+
+
+def _is_storage_fault(error: BaseException) -> bool:
+    """Whether `error` is the storage failing (full disk, I/O error, busy or locked, damaged
+    file, not a database), not the call: a constraint violation is the caller's (AlreadyExists),
+    a programming or data-size error is ours and stays INTERNAL."""
+    return isinstance(error, sqlite3.DatabaseError) and not isinstance(
+        error,
+        (
+            sqlite3.IntegrityError,
+            sqlite3.ProgrammingError,
+            sqlite3.DataError,
+            sqlite3.NotSupportedError,
+        ),
+    )
+
+
+def _unavailable(action: str, error: BaseException) -> Unavailable:
+    # SQLite's message names the failure ("database or disk is full", "disk I/O error",
+    # "database is locked"); it never quotes a statement's values.
+    return Unavailable(f"{action} failed: {error}")
+
+
+@contextmanager
+def _storage_faults(action: str) -> Iterator[None]:
+    """Turn the storage failing under `action` into Unavailable; other errors pass unchanged."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if not _is_storage_fault(exc):
+            raise
+        raise _unavailable(action, exc) from None
+
+
+def _identity(path: Path) -> _FileIdentity | None:
+    """The (device, inode) of the file at `path`, or None when there is none."""
+    try:
+        found = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (found.st_dev, found.st_ino)
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
 
 
 def _lock(path: Path) -> int:

@@ -1,0 +1,421 @@
+"""The SQLite store when storage fails: a full disk, a failing commit, a damaged file, and the
+database file removed or replaced while the store is open.
+
+Every fault ends in `Unavailable` (never a bare sqlite3 error, which the API would answer with
+INTERNAL), and none leaves half a write behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from authz_service.adapters import DatabaseFileWatch, SqliteStore
+from authz_service.core.errors import Unavailable
+from authz_service.core.model import Entry, Restriction
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+DISK_BYTES = 1024 * 1024
+REMOVED = "removed or replaced"
+
+
+def _entry(n: int) -> Entry:
+    return Entry(
+        id=f"id-{n}",
+        subject=f"subject-{n}",
+        description=f"entry {n}",
+        restrictions=(Restriction("catalog", ("catalog.entity.read",)),),
+        unrestricted=False,
+        verifier=f"$argon2id$fake{n}",
+        lookup_tag=n,
+        create_time=T0,
+        update_time=T0,
+    )
+
+
+class SmallDisk:
+    """A tmpfs of DISK_BYTES mounted at `path`, which `fill` fills up and `free` empties."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._filler = path / "filler"
+
+    def fill(self, database: Path) -> None:
+        """Fill every free byte. The database's write-ahead log is emptied first, so the
+        next write must grow it (a log with room left could take a write or two)."""
+        with contextlib.closing(sqlite3.connect(database, timeout=10)) as conn:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0, "the checkpoint could not empty the write-ahead log"
+        chunk = b"\0" * 4096
+        fd = os.open(self._filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            with contextlib.suppress(OSError):  # ENOSPC ends the loop: the disk is full
+                while True:
+                    os.write(fd, chunk)
+        finally:
+            os.close(fd)
+        assert shutil.disk_usage(self.path).free < len(chunk)
+
+    def free(self) -> None:
+        """Give the filled space back."""
+        self._filler.unlink()
+
+
+def _mount_tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"no {name} command")
+    return found
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A real, tiny file system; skipped where mounting one is not allowed (not root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount, umount = _mount_tool("mount"), _mount_tool("umount")
+    point = tmp_path / "small-disk"
+    point.mkdir()
+    mounted = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", f"size={DISK_BYTES},mode=0700", "tmpfs", str(point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield SmallDisk(point)
+    finally:
+        # Lazily if something still holds a file there: the mount must never outlive the test.
+        if subprocess.run([umount, str(point)], check=False).returncode != 0:
+            subprocess.run([umount, "-l", str(point)], check=True)
+
+
+def _writes(store: SqliteStore) -> dict[str, Callable[[], None]]:
+    """One of each kind of write, each of which would change what the store holds."""
+    first = store.get("id-1")
+    return {
+        "add": lambda: store.add(_entry(10)),
+        "add_many": lambda: store.add_many([_entry(11), _entry(12)]),
+        "replace": lambda: store.replace(
+            replace(first, description="changed", revision=first.revision + 1)
+        ),
+        "rotate": lambda: store.rotate(
+            replace(first, verifier="$argon2id$new", lookup_tag=99, revision=first.revision + 1)
+        ),
+        "replace_verifier": lambda: store.replace_verifier("id-1", first.verifier, "$stronger"),
+        "record_use": lambda: store.record_use({"id-1": T0 + timedelta(hours=1)}),
+    }
+
+
+def _contents(store: SqliteStore) -> tuple[list[Entry], list[str]]:
+    return store.list_entries(None, 100, include_revoked=True), store.find_retired(99)
+
+
+def test_every_write_on_a_full_disk_is_unavailable_and_leaves_nothing_half_written(
+    small_disk: SmallDisk,
+) -> None:
+    path = small_disk.path / "authz.db"
+    store = SqliteStore(path)
+    try:
+        store.add_many([_entry(1), _entry(2)])
+        before = _contents(store)
+        small_disk.fill(path)
+
+        for name, write in _writes(store).items():
+            with pytest.raises(Unavailable, match="disk is full") as refused:
+                write()
+            assert "$argon2id" not in str(refused.value), name
+
+        assert store.get("id-1") == before[0][0]  # reads go on from what is on disk
+        small_disk.free()
+        assert _contents(store) == before
+    finally:
+        store.close()
+
+    reopened = SqliteStore(path)  # as the next start would find it
+    try:
+        assert _contents(reopened) == before
+    finally:
+        reopened.close()
+
+
+def test_writes_work_again_once_the_full_disk_has_room(small_disk: SmallDisk) -> None:
+    path = small_disk.path / "authz.db"
+    store = SqliteStore(path)
+    try:
+        store.add(_entry(1))
+        small_disk.fill(path)
+        with pytest.raises(Unavailable):
+            store.add(_entry(2))
+        small_disk.free()
+
+        store.add(_entry(2))
+        first = store.get("id-1")
+        store.replace(replace(first, description="changed", revision=first.revision + 1))
+        store.record_use({"id-2": T0 + timedelta(hours=1)})
+
+        assert store.get("id-1").description == "changed"
+        assert store.get("id-2").last_used_time == T0 + timedelta(hours=1)
+    finally:
+        store.close()
+
+
+class _Refuse:
+    """An SQLite authorizer that refuses the named transaction statements (COMMIT, ROLLBACK):
+    the statement then fails with the transaction still open, as a commit can."""
+
+    def __init__(self, *statements: str) -> None:
+        self.statements = set(statements)
+
+    def __call__(self, action: int, arg1: str | None, *_: str | None) -> int:
+        if action == sqlite3.SQLITE_TRANSACTION and arg1 in self.statements:
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+
+def test_a_commit_that_fails_is_unavailable_and_rolled_back(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "authz.db")
+    try:
+        store.add(_entry(1))
+        writer = store._db().conn  # this thread's connection: the one the writes below use
+        writer.set_authorizer(_Refuse("COMMIT"))
+        with pytest.raises(Unavailable, match="database write failed"):
+            store.add(_entry(2))
+        assert not writer.in_transaction
+        writer.set_authorizer(None)
+
+        assert [e.id for e in store.list_entries(None, 10, include_revoked=True)] == ["id-1"]
+        store.add(_entry(3))  # the connection is not left inside the failed transaction
+        assert store.get("id-3").subject == "subject-3"
+    finally:
+        store.close()
+
+
+def test_a_connection_whose_rollback_fails_too_is_replaced_by_a_fresh_one(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "authz.db")
+    try:
+        store.add(_entry(1))
+        store._db().conn.set_authorizer(_Refuse("COMMIT", "ROLLBACK"))
+        with pytest.raises(Unavailable, match="database write failed"):
+            store.add(_entry(2))
+
+        store.add(_entry(3))
+        assert [e.id for e in store.list_entries(None, 10, include_revoked=True)] == [
+            "id-1",
+            "id-3",
+        ]
+    finally:
+        store.close()
+
+
+def test_reads_of_a_damaged_file_are_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "authz.db"
+    store = SqliteStore(path)
+    try:
+        store.add(_entry(1))
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with path.open("r+b") as damaged:  # the same file, its header overwritten
+            damaged.write(b"this is no longer a database file".ljust(100, b"!"))
+
+        with pytest.raises(Unavailable, match="not a database"):
+            store.count_by_state(T0)
+        failures: list[BaseException] = []
+        reader = threading.Thread(target=_capture(failures, lambda: store.get("id-1")))
+        reader.start()
+        reader.join()
+        assert [type(f) for f in failures] == [Unavailable]
+    finally:
+        store.close()
+
+
+def _capture(failures: list[BaseException], call: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 (the test looks at what it was)
+            failures.append(exc)
+
+    return run
+
+
+def _remove_database(path: Path) -> None:
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        (path.parent / name).unlink()
+
+
+def test_every_write_is_refused_once_the_database_file_is_removed(tmp_path: Path) -> None:
+    path = tmp_path / "authz.db"
+    store = SqliteStore(path)
+    try:
+        store.add(_entry(1))
+        assert store.file_problem() is None
+        writes = _writes(store)
+        _remove_database(path)
+
+        assert REMOVED in (store.file_problem() or "")
+        assert str(path) in (store.file_problem() or "")
+        for name, write in writes.items():
+            with pytest.raises(Unavailable, match=REMOVED):
+                write()
+            assert not path.exists(), name
+        with pytest.raises(Unavailable, match=REMOVED):
+            store.count_by_state(T0)
+        failures: list[BaseException] = []
+        reader = threading.Thread(target=_capture(failures, lambda: store.get("id-1")))
+        reader.start()
+        reader.join()
+        assert [type(f) for f in failures] == [Unavailable]
+        assert not path.exists()  # no connection brings the file back, empty
+    finally:
+        store.close()
+
+
+def test_every_write_is_refused_once_the_database_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "authz.db"
+    store = SqliteStore(path)
+    try:
+        store.add(_entry(1))
+        writes = _writes(store)
+        other = SqliteStore(tmp_path / "other.db")
+        other.add(_entry(50))
+        other.close()
+        (tmp_path / "other.db").replace(path)
+        replacement = path.read_bytes()
+
+        assert REMOVED in (store.file_problem() or "")
+        for write in writes.values():
+            with pytest.raises(Unavailable, match=REMOVED):
+                write()
+        assert path.read_bytes() == replacement
+    finally:
+        store.close()
+
+
+def test_writes_are_refused_once_the_write_ahead_log_is_removed(tmp_path: Path) -> None:
+    # Commits sit in the log until a checkpoint: ones written into a removed log are lost too.
+    path = tmp_path / "authz.db"
+    store = SqliteStore(path)
+    try:
+        store.add(_entry(1))
+        (tmp_path / "authz.db-wal").unlink()
+
+        assert "authz.db-wal was removed or replaced" in (store.file_problem() or "")
+        with pytest.raises(Unavailable, match=REMOVED):
+            store.add(_entry(2))
+    finally:
+        store.close()
+
+
+def test_a_write_committed_after_its_file_was_removed_is_not_acknowledged(tmp_path: Path) -> None:
+    path = tmp_path / "authz.db"
+    store = SqliteStore(path)
+    try:
+        store.add(_entry(1))
+
+        def remove_mid_write(action: int, *_: str | None) -> int:
+            # Runs as the INSERT is prepared: after the check before BEGIN, before COMMIT.
+            if action == sqlite3.SQLITE_INSERT and path.exists():
+                _remove_database(path)
+            return sqlite3.SQLITE_OK
+
+        store._db().conn.set_authorizer(remove_mid_write)
+        with pytest.raises(Unavailable, match=REMOVED):
+            store.add(_entry(2))
+        assert not path.exists()
+    finally:
+        store.close()
+
+
+def test_the_file_watch_calls_back_once_when_the_database_file_is_removed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "authz.db"
+    store = SqliteStore(path)
+    reasons: list[str] = []
+    called = threading.Event()
+
+    def on_problem(reason: str) -> None:
+        reasons.append(reason)
+        called.set()
+
+    watch = DatabaseFileWatch(store.file_problem, on_problem, interval=0.01)
+    try:
+        _remove_database(path)
+        assert called.wait(10), "the watch did not notice the removed file"
+    finally:
+        watch.stop()
+        store.close()
+    assert len(reasons) == 1
+    assert f"database file {path} was removed or replaced" in reasons[0]
+
+
+def test_the_file_watch_stops_polling_after_its_one_call(tmp_path: Path) -> None:
+    polls: list[int] = []
+    calls: list[str] = []
+    twice = threading.Event()
+
+    def problem() -> str:
+        polls.append(1)
+        return "gone"
+
+    def on_problem(reason: str) -> None:
+        calls.append(reason)
+        if len(calls) > 1:
+            twice.set()
+
+    watch = DatabaseFileWatch(problem, on_problem, interval=0.005)
+    # 0.2 s is forty polls: a watch that kept calling back would have done so by then.
+    assert not twice.wait(0.2)
+    watch.stop()
+    assert (calls, len(polls)) == (["gone"], 1)
+
+
+def test_the_file_watch_stays_quiet_while_the_file_is_in_place(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "authz.db")
+    polled = threading.Event()
+    count = [0]
+
+    def problem() -> str | None:
+        count[0] += 1
+        if count[0] >= 5:
+            polled.set()
+        return store.file_problem()
+
+    calls: list[str] = []
+    watch = DatabaseFileWatch(problem, calls.append, interval=0.005)
+    try:
+        assert polled.wait(10), "the watch did not poll"
+    finally:
+        watch.stop()
+        store.close()
+    assert calls == []
+
+
+def test_a_file_watch_whose_check_fails_logs_it_and_stops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failed = threading.Event()
+
+    def problem() -> str | None:
+        failed.set()
+        raise OSError("the check broke")
+
+    with caplog.at_level(logging.ERROR, logger="authz_service.database"):
+        watch = DatabaseFileWatch(problem, lambda _: None, interval=0.005)
+        assert failed.wait(10)
+        watch.stop()
+    assert [r.getMessage() for r in caplog.records] == ["the database file watch stopped"]
