@@ -28,7 +28,8 @@ from .adapters import (
     SqliteStore,
     load_or_create_key,
 )
-from .adapters.metrics import serve_metrics
+from .adapters.metrics import open_metrics
+from .adapters.metrics_listener import MetricsListener
 from .adapters.sqlite_store import DatabaseInUse
 from .adapters.tls import ServerTls, TlsError, load_server_tls
 from .api import AdminServicer, AuthzServicer
@@ -72,6 +73,7 @@ class Service:
     admin_health: Any = None  # a grpc_health HealthServicer, untyped there
     # Reports NOT_SERVING once the database file is removed or replaced.
     watch: DatabaseFileWatch | None = None
+    metrics: MetricsListener | None = None  # with AUTHZ_METRICS_LISTEN
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls, let in-flight ones finish (up to `grace` s), then close the store."""
@@ -84,6 +86,8 @@ class Service:
         else:
             await self.server.stop(grace)
         await self.flusher.stop()
+        if self.metrics is not None:
+            self.metrics.close()
         for pool in self.pools:
             pool.shutdown(wait=True)
         self.store.close()
@@ -150,8 +154,11 @@ async def start(settings: Settings) -> Service:
             )
             host = settings.admin_listen.rpartition(":")[0]
             log.info("admin on %s:%d (%s)", host, admin_port, _security(settings))
-        if settings.metrics_listen:
+        metrics = (
             _start_metrics(settings.metrics_listen, checker, admin_servicer.calls.counts, store)
+            if settings.metrics_listen
+            else None
+        )
     except StartupError:
         for each in servers:
             await each.stop(None)
@@ -170,6 +177,7 @@ async def start(settings: Settings) -> Service:
         admin_port,
         admin_health,
         watch,
+        metrics,
     )
 
 
@@ -231,12 +239,13 @@ def _server_tls(settings: Settings) -> ServerTls | None:
 
 def _start_metrics(
     listen: str, checker: Checker, admin_calls: dict[tuple[str, str], int], store: SqliteStore
-) -> None:
+) -> MetricsListener:
     try:
-        port = serve_metrics(listen, checker, admin_calls, store)
+        listener = open_metrics(listen, checker, admin_calls, store)
     except OSError as exc:
         raise StartupError(f"cannot serve metrics on {listen}: {exc.strerror}") from None
-    log.info("metrics on %s:%d", listen.rpartition(":")[0], port)
+    log.info("metrics on %s:%d", listen.rpartition(":")[0], listener.port)
+    return listener
 
 
 async def _open(

@@ -2,16 +2,19 @@
 
 Nothing is counted through prometheus-client on the Check hot path: the Checker keeps plain
 integer counters and this collector turns them into metrics when Prometheus asks. No label
-ever carries a token, a tag or a hash.
+ever carries a token, a tag or a hash. Entries are counted in the database at most every
+`count_seconds`; `metrics_listener` serves the result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -20,7 +23,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from .metrics_listener import ListenerStats, MetricsLimits, MetricsListener
+
 if TYPE_CHECKING:
+    from authz_service.core.model import State
     from authz_service.core.ports import EntryStore
     from authz_service.usecases import Checker
 
@@ -82,11 +88,24 @@ class CheckerCollector(Collector):
 
 
 class AdminCollector(Collector):
-    """Admin calls by RPC and status code, and entries by state (counted in the store)."""
+    """Admin calls by RPC and status code, and entries by state (counted in the store at most
+    every `count_seconds`: the count is a table scan)."""
 
-    def __init__(self, calls: Mapping[tuple[str, str], int], store: EntryStore) -> None:
+    def __init__(
+        self,
+        calls: Mapping[tuple[str, str], int],
+        store: EntryStore,
+        *,
+        count_seconds: float = MetricsLimits.count_seconds,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._calls = calls
         self._store = store
+        self._count_seconds = count_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._counts: dict[State, int] | None = None
+        self._counted_at = float("-inf")
 
     def collect(self) -> Iterator[Metric]:
         """The current values, as Prometheus metric families."""
@@ -97,25 +116,58 @@ class AdminCollector(Collector):
             calls.add_metric([rpc, code], count)
         yield calls
         entries = GaugeMetricFamily("authz_entries", "Entries by state", labels=["state"])
-        for state, count in self._store.count_by_state(datetime.now(UTC)).items():
+        for state, count in self._entry_counts().items():
             entries.add_metric([state.name.lower()], count)
         yield entries
 
+    def _entry_counts(self) -> dict[State, int]:
+        with self._lock:
+            now = self._clock()
+            if now - self._counted_at >= self._count_seconds:
+                # Set first: a failing count (the error fails this scrape) is not retried by
+                # every scrape either; until the next try, the last good counts are served.
+                self._counted_at = now
+                self._counts = self._store.count_by_state(datetime.now(UTC))
+            return dict(self._counts or {})
 
-def serve_metrics(
+
+class ListenerCollector(Collector):
+    """The metrics listener's own drops: connections over the limit, requests too slow or
+    too large."""
+
+    def __init__(self, stats: ListenerStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        """The current values, as Prometheus metric families."""
+        dropped = CounterMetricFamily(
+            "authz_metrics_connections_dropped",
+            "Metrics connections closed without serving metrics, by cause",
+            labels=["cause"],
+        )
+        dropped.add_metric(["over_limit"], self._stats.refused)
+        dropped.add_metric(["deadline"], self._stats.timed_out)
+        dropped.add_metric(["header_too_large"], self._stats.too_large)
+        yield dropped
+
+
+def open_metrics(
     listen: str,
     checker: Checker,
     admin_calls: Mapping[tuple[str, str], int] | None = None,
     store: EntryStore | None = None,
-) -> int:
-    """Serve /metrics on `listen` (HOST:PORT) from a daemon thread; returns the bound port.
+    limits: MetricsLimits | None = None,
+) -> MetricsListener:
+    """A started listener serving /metrics on `listen` (HOST:PORT); OSError when it cannot bind.
 
     With `admin_calls` (AdminCalls.counts) and `store`, admin calls and entries are served too.
     """
-    host, _, port = listen.rpartition(":")
+    limits = limits or MetricsLimits()
     registry = CollectorRegistry()
     registry.register(CheckerCollector(checker))
     if admin_calls is not None and store is not None:
-        registry.register(AdminCollector(admin_calls, store))
-    server, _ = start_http_server(int(port), host.strip("[]"), registry)
-    return int(server.server_port)
+        registry.register(AdminCollector(admin_calls, store, count_seconds=limits.count_seconds))
+    listener = MetricsListener(registry, limits)
+    registry.register(ListenerCollector(listener.stats))
+    listener.start(listen)
+    return listener

@@ -1,13 +1,18 @@
 """Prometheus metrics: checks, their latency, the cache, argon2 work, admin calls and entries
-by state; and no label value that could carry a token, a tag or a hash."""
+by state; no label value that could carry a token, a tag or a hash; and a listener that answers
+only GET /metrics and holds no thread per caller."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import re
+import socket
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 
 from authz.v1 import authz_pb2 as pb
 from server_process import ADMIN_METADATA, ServerProcess
@@ -25,6 +30,7 @@ ALLOWED_LABEL_VALUES = {
     "rpc": {"CreateEntry", "UpdateEntry", "RevokeEntry", "GetEntry", "ListEntries"},
     "code": {code.name for code in grpc.StatusCode},
     "state": {"active", "revoked", "expired"},
+    "cause": {"over_limit", "deadline", "header_too_large"},
 }  # fmt: skip
 
 
@@ -124,3 +130,63 @@ def test_the_metrics_of_one_server_start_at_zero(tmp_path: Path) -> None:
         server.stop()
     assert "authz_cache_hits_total 0.0" in text
     assert 'authz_entries{state="active"} 1.0' in text  # the bootstrap admin
+
+
+def test_the_listener_has_dropped_no_connection_yet(scraped: dict[str, float]) -> None:
+    for cause in ALLOWED_LABEL_VALUES["cause"]:
+        assert scraped[f'authz_metrics_connections_dropped_total{{cause="{cause}"}}'] == 0
+
+
+def test_only_get_metrics_is_answered(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "authz.db", None, "--metrics-listen", "127.0.0.1:0")
+    answers: dict[tuple[str, str], tuple[int, bytes]] = {}
+    try:
+        for method, path in [("GET", "/"), ("POST", "/metrics"), ("GET", "/metrics?debug=1")]:
+            conn = http.client.HTTPConnection("127.0.0.1", server.metrics_port, timeout=10)
+            conn.request(method, path)
+            response = conn.getresponse()
+            answers[method, path] = response.status, response.read()
+            conn.close()
+    finally:
+        server.stop()
+    assert answers["GET", "/"][0] == 404
+    assert answers["POST", "/metrics"][0] == 405
+    assert answers["GET", "/metrics?debug=1"][0] == 200
+    assert b"authz_checks_total" in answers["GET", "/metrics?debug=1"][1]
+
+
+def _threads(pid: int) -> int:
+    """The number of threads of process `pid` (Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    return int(re.search(r"^Threads:\s+(\d+)$", status, re.MULTILINE)[1])  # type: ignore[index]
+
+
+def test_half_sent_requests_to_the_metrics_port_hold_no_server_threads(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "authz.db", None, "--metrics-listen", "127.0.0.1:0")
+    held: list[socket.socket] = []
+    try:
+        server.metrics()
+        before = _threads(server.process.pid)
+        for _ in range(200):
+            sock = socket.create_connection(("127.0.0.1", server.metrics_port), timeout=10)
+            held.append(sock)
+            with contextlib.suppress(OSError):  # those over the limit are closed at once
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\n")
+        during = _threads(server.process.pid)
+        health = server.channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )(health_pb2.HealthCheckRequest(), timeout=5)
+        # The first sixteen were admitted, in the order they connected; finishing one frees
+        # its place.
+        held[0].sendall(b"\r\n")
+        answer = b"".join(iter(lambda: held[0].recv(65536), b""))
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    # gRPC may start a worker or two of its own; a thread per connection would be 200 more.
+    assert during <= before + 2
+    assert answer.startswith(b"HTTP/1.1 200 OK")
