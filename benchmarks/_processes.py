@@ -51,9 +51,11 @@ class Server:
         self.target = f"127.0.0.1:{self.ports['serving']}"
 
     @classmethod
-    def authz(cls, db: Path, env: dict[str, str] | None = None) -> Server:
+    def authz(
+        cls, db: Path, env: dict[str, str] | None = None, listen: str = "127.0.0.1:0"
+    ) -> Server:
         """The real service on `db`, with metrics."""
-        argv = [sys.executable, "-m", "authz_service.cli", "serve", "--listen", "127.0.0.1:0"]
+        argv = [sys.executable, "-m", "authz_service.cli", "serve", "--listen", listen]
         argv += ["--db", str(db), "--metrics-listen", "127.0.0.1:0", "--log-level", "WARNING"]
         # WARNING hides the port lines; INFO for those, nothing else is logged per call.
         argv[-1] = "INFO"

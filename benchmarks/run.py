@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from _burst import burst_rows
 from _envoy import envoy_rows
 from _load import Load, grpc_body, h2load, median_load, node_load, paired_ratio, rounds_of
 from _processes import Server, per_core
@@ -248,6 +249,7 @@ def run(sizes: Sizes, work: Path) -> list[Row]:
     finally:
         for server in servers:
             server.stop()
+    rows += burst_rows(Row, work, sizes.decoys, ADMIN_TOKEN)
     rows.append(_workers_row(sizes, small))
     rows.append(_memory_row(work / "large" / "authz.db", large, sizes.cached))
     return rows

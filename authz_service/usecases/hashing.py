@@ -2,9 +2,10 @@
 mostly itself.
 
 Every verify and hash runs on a bounded thread pool. Jobs wait in one queue per caller (a
-client's address), and a free thread takes the next job of the next caller in turn, so a
-caller with one job waits for at most one job of each other caller, however many they queued.
-Everything but the hashing itself runs on the event loop: no locks.
+client's address), and a free thread takes the next job of the next caller in turn. As in
+FQ-CoDel (RFC 8290), a caller that had nothing running or waiting goes before the callers with
+a backlog: a host checking one new token waits for the verifies already running, not for a
+turn behind every busy host. Everything but the hashing itself runs on the event loop: no locks.
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ class HashQueue:
         self._free = workers
         self._max_per_caller = max_waiting_per_caller
         self._max_waiting = max_waiting
-        # caller -> its waiting jobs; the dict's order is the order of turns.
-        self._waiting: dict[str, deque[_Job]] = {}
+        # caller -> its waiting jobs; each dict's order is the order of turns. A caller is new
+        # if it had nothing running or waiting, until its first job starts; then it is old.
+        self._new: dict[str, deque[_Job]] = {}
+        self._old: dict[str, deque[_Job]] = {}
+        self._running: dict[str, int] = {}
         self._count = 0
 
     @property
@@ -55,16 +59,18 @@ class HashQueue:
         """`function(*args)` on a pool thread, in `caller`'s turn; Unavailable when the caller
         (or everyone together) has too many jobs waiting."""
         loop = asyncio.get_running_loop()
-        if self._free and not self._waiting:
+        if self._free and not self._count:
             # No one waits: straight to a thread. Shielded: a caller that gives up must not
             # free the thread's place while the thread still works.
-            return await asyncio.shield(self._start(loop, function, args))
-        queue = self._waiting.get(caller)
+            return await asyncio.shield(self._start(loop, caller, function, args))
+        queue = self._new.get(caller) or self._old.get(caller)
         if queue is None:
-            queue = self._waiting[caller] = deque()
+            turns = self._old if caller in self._running else self._new
+            queue = turns[caller] = deque()
         if len(queue) >= self._max_per_caller or self._count >= self._max_waiting:
             if not queue:
-                del self._waiting[caller]
+                self._new.pop(caller, None)
+                self._old.pop(caller, None)
             raise Unavailable("too many tokens are waiting for verification; retry shortly")
         future: asyncio.Future[T] = loop.create_future()
         queue.append((function, args, future))
@@ -73,28 +79,38 @@ class HashQueue:
         return await future
 
     def _start(
-        self, loop: asyncio.AbstractEventLoop, function: Callable[..., T], args: tuple[Any, ...]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        caller: str,
+        function: Callable[..., T],
+        args: tuple[Any, ...],
     ) -> asyncio.Future[T]:
         self._free -= 1
+        self._running[caller] = self._running.get(caller, 0) + 1
         job = loop.run_in_executor(self._pool, function, *args)
-        job.add_done_callback(lambda _: self._finished(loop))
+        job.add_done_callback(lambda _: self._finished(loop, caller))
         return job
 
-    def _finished(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _finished(self, loop: asyncio.AbstractEventLoop, caller: str) -> None:
         self._free += 1
+        if self._running[caller] == 1:
+            del self._running[caller]
+        else:
+            self._running[caller] -= 1
         self._dispatch(loop)
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
-        while self._free and self._waiting:
-            caller = next(iter(self._waiting))
-            queue = self._waiting.pop(caller)
+        while self._free and self._count:
+            turns = self._new or self._old
+            caller = next(iter(turns))
+            queue = turns.pop(caller)
             function, args, future = queue.popleft()
             self._count -= 1
             if queue:
-                self._waiting[caller] = queue  # to the back of the turns
+                self._old[caller] = queue  # to the back of the turns
             if future.cancelled():
                 continue  # its caller gave up while it waited
-            _chain(self._start(loop, function, args), future)
+            _chain(self._start(loop, caller, function, args), future)
 
 
 def _chain(job: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:

@@ -23,6 +23,8 @@ SCENARIOS = (
     "50 concurrent cold checks of one new token",
     "cold Check (first use of a token)",
     "server RSS",
+    "valid first Check during 20 colliding wrong tokens from another host",
+    "CreateEntry during 20 colliding wrong tokens from another host",
     "Envoy + empty ext_authz server (floor)",
     "Envoy + authz-service ext_authz",
 )
