@@ -32,7 +32,7 @@ from authz_service.core.ports import Cursor
 
 _COLUMNS = (
     "id, subject, description, restrictions, unrestricted, verifier, lookup_tag, create_time,"
-    " update_time, revision, expire_time, revoke_time, revoke_reason, last_used_time"
+    " update_time, revision, expire_time, revoke_time, revoke_reason, last_used_time, etag"
 )
 
 
@@ -87,8 +87,18 @@ def _migrate_to_2(db: sqlite_utils.Database) -> None:
     db.table("retired_tokens").create_index(["lookup_tag"], index_name="retired_by_tag")
 
 
+def _migrate_to_3(db: sqlite_utils.Database) -> None:
+    # Etags were "r<revision>", easy to guess: each entry gets a random one, new at each write.
+    db.execute("ALTER TABLE entries ADD COLUMN etag TEXT NOT NULL DEFAULT ''")
+    db.execute("UPDATE entries SET etag = lower(hex(randomblob(12)))")
+
+
 # MIGRATIONS[n] brings a database at schema version n to version n + 1.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migrate_to_1, _migrate_to_2)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
+    _migrate_to_1,
+    _migrate_to_2,
+    _migrate_to_3,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -463,6 +473,7 @@ def _row(entry: Entry) -> dict[str, Any]:
         "revoke_time": _micros(entry.revoke_time),
         "revoke_reason": entry.revoke_reason,
         "last_used_time": _micros(entry.last_used_time),
+        "etag": entry.etag,
     }
 
 
@@ -482,6 +493,7 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         revoked,
         revoke_reason,
         last_used,
+        etag,
     ) = row
     return Entry(
         id=entry_id,
@@ -505,6 +517,7 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         revoke_time=_datetime(revoked),
         revoke_reason=revoke_reason,
         last_used_time=_datetime(last_used),
+        etag=etag,
     )
 
 

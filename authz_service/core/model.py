@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 # The plugin that guards the admin API itself. `unrestricted` never covers it.
@@ -12,6 +13,11 @@ BOOTSTRAP_SUBJECT = "bootstrap-admin"
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def new_etag() -> str:
+    """A fresh opaque etag: 96 random bits."""
+    return secrets.token_urlsafe(12)
 
 
 def to_micros(when: datetime) -> int:
@@ -66,7 +72,8 @@ FULL_ADMIN_RESTRICTION = Restriction(ADMIN_PLUGIN, tuple(AdminPermission))
 class Entry:
     """One static external access token's entry. It holds the token's verifier, never the token.
 
-    `revision` counts writes to the entry; the etag clients see is derived from it.
+    `revision` counts writes to the entry (the store's compare-and-set); `etag`, the version
+    clients echo back to UpdateEntry, is random and new at each write, so it cannot be guessed.
     """
 
     id: str
@@ -83,11 +90,7 @@ class Entry:
     revoke_time: datetime | None = None
     revoke_reason: str = ""
     last_used_time: datetime | None = None
-
-    @property
-    def etag(self) -> str:
-        """The opaque version string that UpdateEntry must echo back."""
-        return f"r{self.revision}"
+    etag: str = field(default_factory=new_etag)
 
     def state(self, now: datetime) -> State:
         """REVOKED wins over EXPIRED; an entry expires at `expire_time`, inclusive."""

@@ -40,6 +40,7 @@ from authz_service.core.model import (
     Entry,
     Restriction,
     from_micros,
+    new_etag,
     to_micros,
 )
 from authz_service.core.ports import Cursor, EntryStore, Hasher
@@ -247,6 +248,7 @@ class Admin:
             expire_time=change.expire_time if "expire_time" in paths else current.expire_time,
             update_time=now,
             revision=current.revision + 1,
+            etag=new_etag(),
         )
         if not change.new_token:
             await self._commit(
@@ -286,6 +288,7 @@ class Admin:
                 revoke_reason=reason,
                 update_time=now,
                 revision=current.revision + 1,
+                etag=new_etag(),
             )
             try:
                 await self._commit(
@@ -380,6 +383,7 @@ class Admin:
                 expire_time=None,
                 update_time=now,
                 revision=current.revision + 1,
+                etag=new_etag(),
             )
             write, then = self._store.replace, partial(self._checker.forget, updated.id)
             if holder is None:

@@ -83,9 +83,10 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_entries(tmp_path: 
     store = SqliteStore(path)
     store.add(_entry(1))
     store.close()
-    # Version 1 is today's schema without the retired-token table.
+    # Version 1 is today's schema without the retired-token table and the etag column.
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TABLE retired_tokens")
+        conn.execute("ALTER TABLE entries DROP COLUMN etag")
         conn.execute("PRAGMA user_version = 1")
 
     migrated = SqliteStore(path)
@@ -94,6 +95,22 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_entries(tmp_path: 
     migrated.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_migrating_to_version_3_gives_every_entry_its_own_random_etag(tmp_path: Path) -> None:
+    path = tmp_path / "authz.db"
+    store = SqliteStore(path)
+    store.add_many([_entry(n) for n in range(3)])
+    store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE entries DROP COLUMN etag")
+        conn.execute("PRAGMA user_version = 2")
+
+    migrated = SqliteStore(path)
+    etags = [e.etag for e in migrated.list_entries(None, 10, include_revoked=True)]
+    migrated.close()
+    assert len(set(etags)) == 3
+    assert all(len(etag) == 24 for etag in etags)
 
 
 def test_many_entries_are_added_in_one_transaction_or_not_at_all(tmp_path: Path) -> None:
@@ -172,6 +189,7 @@ def _entry_like(stored: Entry, n: int) -> Entry:
             **_fields(_entry(n)),
             "create_time": stored.create_time,
             "update_time": stored.update_time,
+            "etag": stored.etag,
         }
     )
 

@@ -73,6 +73,7 @@ def entry(
         update_time=when,
         revoke_time=when + timedelta(minutes=1) if revoked else None,
         revoke_reason="retired" if revoked else "",
+        etag=f"etag-{n}",
     )
 
 
