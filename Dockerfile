@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
-# authz-service as a container image. README "Deploying" explains each choice; the tests in
-# tests/integration/test_deploy_files.py check this file against the README and run its
-# entrypoint and healthcheck commands outside Docker.
+# authz-service as a container image. docs/operations.md "Deploying" explains each choice;
+# the tests in tests/integration/test_deploy_files.py check this file against that page and
+# run its entrypoint and healthcheck commands outside Docker.
 #
 #   docker build -t authz-service .
 #   docker run -v authz-data:/data -p 127.0.0.1:50051:50051 authz-service

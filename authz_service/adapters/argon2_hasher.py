@@ -10,7 +10,7 @@ import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
 # 19 MiB, 3 passes, 1 lane: about 30 ms per verify on the 2-core machines this runs on
-# (measured; the README explains the choice). Memory stays at or above OWASP's 19 MiB floor.
+# (measured; docs/tokens.md explains the choice). Memory stays at or above OWASP's 19 MiB floor.
 TIME_COST = 3
 MEMORY_COST_KIB = 19 * 1024
 PARALLELISM = 1

@@ -1,7 +1,7 @@
 """The rules request fields must follow. Each `*_problem` function returns why a value is bad,
 or None; messages never repeat the value, since it may be a token.
 
-Syntax, as documented in the README:
+Syntax, as documented in docs/api.md:
 - token: 8 or more characters, at most 512 bytes of UTF-8, printable, no whitespace;
 - subject: 1-128 printable ASCII characters, no whitespace;
 - plugin: 1-64 chars, lowercase letters and digits in words joined by `-` or `_`,

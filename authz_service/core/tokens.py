@@ -9,13 +9,13 @@ SHA-256(key ^ opad || inner). The cache key of a verified token is the inner one
 full-length hash of the token under the secret key, never persisted, computed on every warm
 Check. Only a token the cache does not hold goes on to the outer hash, for its tag. So a warm
 Check costs one SHA-256 and a cold one the HMAC, where DESIGN's full HMAC as cache key would
-cost a warm Check both (see the README).
+cost a warm Check both (see docs/tokens.md).
 
 `TokenDigests` hashes each padded key's block once, at start, and copies that state per token
 (RFC 2104, section 4): half the hashing, and none of OpenSSL's per-call algorithm lookup. The
 states are CPython's own SHA-256, the one hashlib falls back on without OpenSSL: copying one
 is a single small allocation, where OpenSSL copies a context through its provider layer, code
-that every warm Check in the server would run from cold caches (README, Performance).
+that every warm Check in the server would run from cold caches (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`authz-admin`: the bundled admin command line for the authorization service.
 
 Run it as `authz-admin`, `python -m authz_admin` or `python -m authz_admin.cli`; `main(argv)`
-returns the exit code. The README's "The admin command line" documents it.
+returns the exit code. docs/admin-cli.md documents it.
 """
 
 from collections.abc import Sequence

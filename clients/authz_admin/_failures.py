@@ -24,7 +24,7 @@ from authz_client import (
 
 
 class ExitCode(IntEnum):
-    """`authz-admin`'s exit codes; the README's table lists the same."""
+    """`authz-admin`'s exit codes; docs/admin-cli.md's table lists the same."""
 
     OK = 0
     DENIED = 1  # `check` answered DENY

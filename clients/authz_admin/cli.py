@@ -1,6 +1,6 @@
 """`authz-admin`: create, inspect, change, rotate and revoke entries, and test tokens with Check.
 
-The README's "The admin command line" documents every command, the restriction form, where
+docs/admin-cli.md documents every command, the restriction form, where
 tokens come from, the settings, the output formats and the exit codes.
 """
 
@@ -58,7 +58,7 @@ Remote = Callable[[AuthzClient], ExitCode]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (the README's table)."""
+    """Run the command line; returns the exit code (docs/admin-cli.md's table)."""
     args = parse_arguments(argv)
     out = Output(sys.stdout, sys.stderr, as_json=args.json)
     try:

@@ -1,5 +1,6 @@
 """The real `authz-admin` executable against a real server: the seed's workflow, every exit
-code the README documents, and no token printed where none may be."""
+code docs/admin-cli.md documents, and no token printed where none may be; and that page kept in
+step with `authz-admin --help` and each command's `--help`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 from admin_cli import ADMIN_CLI, AdminCli, Run
 from server_process import BOOTSTRAP_TOKEN, ServerProcess
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ADMIN_PAGE = Path(__file__).resolve().parents[2] / "docs" / "admin-cli.md"
 COMMANDS = ("gen-token", "create", "get", "list", "update", "rotate", "revoke", "check")
 CATALOG_READER = "catalog:catalog.entity.read:read"
 
@@ -391,26 +392,67 @@ def test_each_documented_exit_code_is_reached_with_a_message_saying_what_to_do(
         assert "Traceback" not in run.stderr
 
 
-def test_the_readme_exit_code_table_lists_exactly_the_codes_the_cli_reaches() -> None:
-    section = README.read_text().split("## The admin command line", 1)[1].split("\n## ", 1)[0]
-    table = section.split("### Exit codes", 1)[1]
-    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.M)}
-    assert documented == {scenario.code for scenario in SCENARIOS.values()}
-
-
-def test_every_admin_command_is_documented_in_the_readme() -> None:
-    section = README.read_text().split("## The admin command line", 1)[1].split("\n## ", 1)[0]
-    for command in COMMANDS:
-        assert f"authz-admin {command}" in section, command
-    for setting in ("AUTHZ_TARGET", "AUTHZ_ADMIN_TOKEN", "--admin-token-file", "--timeout"):
-        assert setting in section, setting
-    assert "--allow PLUGIN[:PERM1,PERM2[:ACTION1,ACTION2]]" in section
-
-
-def test_every_command_the_cli_offers_is_one_the_readme_documents() -> None:
+def help_text(*command: str) -> str:
+    """What `authz-admin [COMMAND] --help` prints."""
     run = subprocess.run(
-        [str(ADMIN_CLI), "--help"], capture_output=True, text=True, timeout=60, check=False
+        [str(ADMIN_CLI), *command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
-    assert run.returncode == 0
-    offered = set(re.findall(r"^    ([a-z-]+)", run.stdout, re.M))
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def page_section(heading: str) -> str:
+    """One `## heading` section of docs/admin-cli.md, up to the next one."""
+    return ADMIN_PAGE.read_text().split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def documented_exit_codes() -> set[int]:
+    return {int(code) for code in re.findall(r"^\| (\d+) \|", page_section("Exit codes"), re.M)}
+
+
+def test_the_admin_page_exit_code_table_lists_exactly_the_codes_the_cli_reaches() -> None:
+    assert documented_exit_codes() == {scenario.code for scenario in SCENARIOS.values()}
+
+
+def test_the_admin_page_exit_codes_are_the_ones_the_cli_help_lists() -> None:
+    epilog = help_text().split("exit codes:", 1)[1].split("\n\n", 1)[0]
+    assert {int(code) for code in re.findall(r"(?:^|,)\s*(\d+) ", epilog)} == (
+        documented_exit_codes()
+    )
+
+
+def test_every_admin_command_is_documented_on_the_admin_page() -> None:
+    page = ADMIN_PAGE.read_text()
+    for command in COMMANDS:
+        assert f"authz-admin {command}" in page, command
+    for setting in ("AUTHZ_TARGET", "AUTHZ_ADMIN_TOKEN", "--admin-token-file", "--timeout"):
+        assert setting in page_section("Settings"), setting
+    assert "--allow PLUGIN[:PERM1,PERM2[:ACTION1,ACTION2]]" in page
+
+
+def test_every_command_the_cli_offers_is_one_the_admin_page_documents() -> None:
+    offered = set(re.findall(r"^    ([a-z-]+)", help_text(), re.M))
     assert offered == set(COMMANDS)
+    table = page_section("Commands")
+    documented = set(re.findall(r"^\| `authz-admin ([a-z-]+)", table, re.M))
+    assert documented == offered
+
+
+@pytest.mark.parametrize(
+    "command", [(), *((command,) for command in COMMANDS)], ids=["authz-admin", *COMMANDS]
+)
+def test_every_option_in_the_cli_help_is_documented_on_the_admin_page(
+    command: tuple[str, ...],
+) -> None:
+    page = ADMIN_PAGE.read_text()
+    listed = help_text(*command).split("\noptions:\n", 1)[1]
+    # Each option's own line: its names (and metavar) before the two spaces of its help text.
+    invocations = [line.strip().split("  ")[0] for line in listed.splitlines() if line[:3] == "  -"]
+    options = {o for i in invocations for o in re.findall(r"--[a-z][a-z-]*", i)} - {"--help"}
+    assert "--json" in options
+    missing = sorted(o for o in options if not re.search(rf"{re.escape(o)}(?![\w-])", page))
+    assert missing == []

@@ -1,4 +1,4 @@
-"""The Dockerfile and docker-compose.yml say what the README's "Deploying" says, and their
+"""The Dockerfile and docker-compose.yml say what docs/operations.md's "Deploying" says, and their
 commands work: no Docker engine runs here, so the files are parsed, and the image's exact
 entrypoint and healthcheck commands are run outside Docker with the image's environment."""
 
@@ -96,10 +96,10 @@ def _compose() -> dict[str, Any]:
 
 
 def _deploying() -> str:
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("\n## Deploying")
-    end = readme.index("\n## ", start + 1)
-    return readme[start:end]
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    start = operations.index("\n## Deploying\n")
+    end = operations.index("\n## ", start + 1)
+    return operations[start:end]
 
 
 @pytest.fixture(scope="module")
