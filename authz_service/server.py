@@ -35,9 +35,11 @@ from .adapters.tls import ServerTls, TlsError, load_server_tls
 from .api import AdminServicer, AuthzServicer
 from .api.envoy import SERVICE_NAME as ENVOY_SERVICE
 from .api.envoy import EnvoyAuthorizationServicer
+from .api.health import HealthServicer
 from .core.errors import AuthzError
 from .registration import GenericOnly
 from .settings import Settings
+from .transport import raise_descriptor_limit, server_options
 from .usecases import Admin, Checker
 
 log = logging.getLogger("authz_service")
@@ -49,8 +51,8 @@ SERVICE_NAMES = (
     ENVOY_SERVICE,
 )
 ADMIN_SERVICE = authz_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
-# so_reuseport off: a second server on a taken port must fail, not share it silently.
-_SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+# Connection limits and keepalive (transport.SERVER_OPTIONS), so_reuseport off among them.
+_SERVER_OPTIONS = server_options()
 
 
 class StartupError(Exception):
@@ -64,13 +66,13 @@ class Service:
     server: grpc.aio.Server
     port: int
     store: SqliteStore
-    health: health.aio.HealthServicer  # type: ignore[name-defined]  # re-exported, not declared
+    health: HealthServicer
     pools: tuple[ThreadPoolExecutor, ...]
     flusher: UsageFlusher
     # The separate admin listener (AUTHZ_ADMIN_LISTEN), when there is one.
     admin_server: grpc.aio.Server | None = None
     admin_port: int = 0
-    admin_health: Any = None  # a grpc_health HealthServicer, untyped there
+    admin_health: HealthServicer | None = None
     # Reports NOT_SERVING once the database file is removed or replaced.
     watch: DatabaseFileWatch | None = None
     metrics: MetricsListener | None = None  # with AUTHZ_METRICS_LISTEN
@@ -80,8 +82,9 @@ class Service:
         if self.watch is not None:
             self.watch.stop()
         await self.health.enter_graceful_shutdown()
-        if self.admin_server is not None:
+        if self.admin_health is not None:
             await self.admin_health.enter_graceful_shutdown()
+        if self.admin_server is not None:
             await asyncio.gather(self.server.stop(grace), self.admin_server.stop(grace))
         else:
             await self.server.stop(grace)
@@ -183,6 +186,8 @@ async def start(settings: Settings) -> Service:
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight calls and return."""
+    # Every connection holds a descriptor: as many as the system allows this process.
+    open_files = raise_descriptor_limit()
     service = await start(settings)
     # What start-up made lives as long as the process: out of the collector's way, so its
     # full collections do not walk it again (callgrind: 2k instructions less per Check).
@@ -196,6 +201,7 @@ async def serve(settings: Settings) -> None:
         _security(settings),
         settings.db_path,
     )
+    log.info("open-file limit %d", open_files)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -257,7 +263,7 @@ async def _open(
         _probe_listen(listen)
     except OSError as exc:
         raise StartupError(f"cannot listen on {listen}: {exc.strerror}") from None
-    servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, GenericOnly(server))
     reflection.enable_server_reflection(
         (*names, health.SERVICE_NAME, reflection.SERVICE_NAME),

@@ -17,6 +17,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz_service.api.envoy import allow_response
 from authz_service.core.decision import Decision
 from authz_service.registration import GenericOnly
+from authz_service.transport import server_options
 
 ANSWER = allow_response(
     Decision(True, 0, 200, "", "bench-warm-0", "00000000-0000-4000-8000-000000000000"),
@@ -36,7 +37,8 @@ class EmptyExtAuthz:
 
 async def serve(listen: str) -> None:
     """Serve until killed; announce the port as the real server does."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    # The service's own connection options, so the floor pays what the service pays.
+    server = grpc.aio.server(options=server_options())
     # Registered as the real server registers its services (see GenericOnly).
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(EmptyExtAuthz(), GenericOnly(server))
     port = server.add_insecure_port(listen)

@@ -14,6 +14,7 @@ import grpc
 
 from authz.v1 import authz_pb2, authz_pb2_grpc
 from authz_service.registration import GenericOnly
+from authz_service.transport import server_options
 
 ANSWER = authz_pb2.CheckResponse(
     decision=authz_pb2.ALLOW,
@@ -33,7 +34,8 @@ class EmptyAuthz(authz_pb2_grpc.AuthzServiceServicer):
 
 
 async def serve(listen: str, reuse_port: bool) -> None:
-    server = grpc.aio.server(options=[("grpc.so_reuseport", int(reuse_port))])
+    # The service's own connection options, so the floor pays what the service pays.
+    server = grpc.aio.server(options=server_options({"grpc.so_reuseport": int(reuse_port)}))
     # Registered as the real server registers its services (see GenericOnly).
     authz_pb2_grpc.add_AuthzServiceServicer_to_server(EmptyAuthz(), GenericOnly(server))  # type: ignore[no-untyped-call]
     port = server.add_insecure_port(listen)

@@ -7,13 +7,18 @@ Envoy asks before it forwards an HTTP request. The route's `context_extensions` 
 
 A deny is always a CheckResponse, never an RPC error: Envoy treats an RPC error as an outage of
 this service. Only a real failure (storage unavailable, a bug) ends the call with an RPC error,
-through the one error mapping in `_status`, and Envoy then fails closed on its own.
+through the one error mapping in `_status`, and Envoy then fails closed on its own; so do bytes
+that are no CheckRequest at all (INVALID_ARGUMENT), which Envoy never sends.
+
+A misconfigured route is logged, but what a line quotes from the request is clipped and the
+lines are rate-limited: the endpoint is unauthenticated, and its callers choose what they send.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,9 +33,11 @@ from google.rpc import code_pb2, status_pb2
 from authz_service.core.decision import Decision, Reason
 from authz_service.core.errors import InvalidArgument, invalid
 from authz_service.core.model import Action
+from authz_service.logs import RateLimitedLog, clipped
 from authz_service.usecases import Checker
 
 from ._status import abort_for
+from .convert import peer_host
 
 log = logging.getLogger("authz_service.api.envoy")
 
@@ -200,8 +207,20 @@ def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
 
 
 _MAX_RESPONSES = 50_000
+# A misconfigured route's line: once a minute per problem and route settings, and at most
+# _WARN_LINES_PER_MINUTE lines a minute in all (then one line says how many were held back).
 _WARN_EVERY_SECONDS = 60.0
-_MAX_WARNED = 1024
+_WARN_LINES_PER_MINUTE = 10
+# What a line quotes from a request: each context_extensions key and value, the method, and
+# host and path, cut to this many characters; at most _SHOWN_EXTENSIONS extensions.
+_SHOWN_CHARS = 64
+_SHOWN_EXTENSIONS = 8
+_SHOWN_METHOD_CHARS = 16
+_SHOWN_PATH_CHARS = 128
+# The memory of what was logged: keys of at most 512 characters, 64 KiB of them in all (the
+# table is emptied when full, as the response tables are).
+_WARNED_KEY_CHARS = 512
+_WARNED_BYTES = 64 * 1024
 
 
 class EnvoyAuthorizationServicer:
@@ -225,24 +244,36 @@ class EnvoyAuthorizationServicer:
         }
         self._misconfigured = deny_response(MISCONFIGURED)
         # When each distinct route problem was last logged, so a busy broken route logs once
-        # a minute rather than once per request.
+        # a minute rather than once per request; bounded by bytes, not by count.
         self._warned: dict[str, float] = {}
+        self._warned_bytes = 0
+        self._warnings = RateLimitedLog(log, _WARN_LINES_PER_MINUTE, clock=clock)
 
     async def Check(  # noqa: N802 (gRPC method name)
         self, request: external_auth_pb2.CheckRequest, context: Context
     ) -> external_auth_pb2.CheckResponse:
         """ALLOW as OK with the identity headers; every deny as a denied CheckResponse."""
-        attributes = request.attributes
-        http = attributes.request.http
         try:
+            # Inside the try: bytes that are no CheckRequest arrive as an Undecodable (see
+            # registration.GenericOnly), whose first attribute read raises InvalidArgument.
+            attributes = request.attributes
+            http = attributes.request.http
             plugin, permission, action, forward = route_check(
                 attributes.context_extensions, http.method
             )
             decision = await self._checker.check(
-                "", _authorization(http), plugin, permission, action
+                "",
+                _authorization(http),
+                plugin,
+                permission,
+                action,
+                caller=lambda: _downstream(attributes, context),
             )
         except InvalidArgument as error:
-            self._warn_misconfigured(attributes, str(error))
+            if not isinstance(request, external_auth_pb2.CheckRequest):
+                # Not Envoy: an RPC error, as for a malformed call to any other method.
+                await abort_for(context, error, "Envoy Check")
+            self._warn_misconfigured(request.attributes, str(error))
             return self._misconfigured
         except Exception as error:  # noqa: BLE001 (mapped, never leaked, by abort_for)
             await abort_for(context, error, "Envoy Check")
@@ -261,27 +292,64 @@ class EnvoyAuthorizationServicer:
             responses[key] = response
         return response
 
+    def remembered_bytes(self) -> int:
+        """What the memory of logged route problems takes: the table and its keys."""
+        return sys.getsizeof(self._warned) + sum(sys.getsizeof(key) for key in self._warned)
+
     def _warn_misconfigured(self, attributes: Any, problem: str) -> None:
-        extensions = dict(sorted(attributes.context_extensions.items()))
-        key = f"{problem} {extensions}"
+        # Everything a caller sent is clipped before it is kept or logged: context_extensions
+        # has up to 1,024 keys of any size, and a log line per distinct one would let anyone
+        # fill the memory and the disk.
+        extensions = _shown_extensions(attributes.context_extensions)
+        key = f"{problem} {extensions}"[:_WARNED_KEY_CHARS]
         now = self._clock()
         last = self._warned.get(key)
         if last is not None and now - last < _WARN_EVERY_SECONDS:
             return
-        if len(self._warned) >= _MAX_WARNED:
-            self._warned.clear()
-        self._warned[key] = now
         http = attributes.request.http
-        # The path without its query (which may carry secrets); repr keeps control characters
-        # a client put in the path out of the log's structure. Never a header value.
-        log.warning(
+        # The path without its query (which may carry secrets); host and path are cut before
+        # they are joined. clipped() quotes with repr, so control characters a client put in a
+        # value cannot end the line. Never a header value.
+        cut = _SHOWN_PATH_CHARS + 1  # one more than is shown, so a longer one gets its ellipsis
+        where = http.host[:cut] + http.path[:cut].partition("?")[0]
+        written = self._warnings.warning(
             "Envoy route misconfigured, request denied with 500: %s (context_extensions %s, "
-            "on %s %r)",
+            "on %s %s)",
             problem,
             extensions,
-            http.method,
-            http.host + http.path.partition("?")[0],
+            clipped(http.method, _SHOWN_METHOD_CHARS),
+            clipped(where, _SHOWN_PATH_CHARS),
         )
+        if not written:  # held back: counted in the next line, and nothing is remembered
+            return
+        if last is None:
+            size = sys.getsizeof(key)
+            if self._warned_bytes + size > _WARNED_BYTES:
+                self._warned.clear()
+                self._warned_bytes = 0
+            self._warned_bytes += size
+        self._warned[key] = now
+
+
+def _shown_extensions(extensions: Mapping[str, str]) -> str:
+    """The first few context_extensions by key, each key and value clipped, for a log line."""
+    # A route's settings are few and short; one from an attacker may have 1,024 keys, each
+    # cut before sorting so that none is copied whole.
+    items = sorted(
+        (clipped(key, _SHOWN_CHARS), clipped(value, _SHOWN_CHARS))
+        for key, value in extensions.items()
+    )
+    shown = ", ".join(f"{key}: {value}" for key, value in items[:_SHOWN_EXTENSIONS])
+    if len(items) > _SHOWN_EXTENSIONS:
+        shown += f", and {len(items) - _SHOWN_EXTENSIONS} more"
+    return "{" + shown + "}"
+
+
+def _downstream(attributes: Any, context: Context) -> str:
+    """Whose turn argon2 work for this check takes: the downstream client Envoy reports, else
+    the peer that sent the check (not Envoy, or Envoy without a source address)."""
+    address: str = attributes.source.address.socket_address.address
+    return f"downstream:{address}" if address else peer_host(context.peer() or "")
 
 
 def _authorization(http: Any) -> str:

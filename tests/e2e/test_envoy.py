@@ -343,3 +343,39 @@ def test_deploy_envoy_yaml_passes_envoy_validate_without_deprecated_fields() -> 
     assert result.returncode == 0, output
     assert f"configuration '{DEPLOY_CONFIG}' OK" in output
     assert "deprecated" not in output.lower()
+
+
+def _resident_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")  # pragma: no cover
+
+
+def test_a_flood_of_huge_misconfigured_requests_costs_neither_memory_nor_log(
+    server: ServerProcess,
+) -> None:
+    stub = external_auth_pb2_grpc.AuthorizationStub(server.channel)
+
+    def misconfigured(index: int) -> external_auth_pb2.CheckRequest:
+        request = external_auth_pb2.CheckRequest()
+        http = request.attributes.request.http
+        http.method, http.host, http.path = "GET", "example.test", f"/{index}\nforged" + "p" * 4096
+        for n in range(8):  # no plugin: every one is a misconfigured route, each unlike the others
+            request.attributes.context_extensions[f"{index}-{n}"] = "\nforged" + "v" * 65536
+        return request
+
+    stub.Check(misconfigured(-1), timeout=10)
+    before = _resident_mib(server.process.pid)
+    for index in range(200):
+        answer = stub.Check(misconfigured(index), timeout=10)
+        assert answer.denied_response.status.code == 500
+    grown = _resident_mib(server.process.pid) - before
+    server.stop()
+    # Remembered whole, the 200 requests' context_extensions would be 100 MiB.
+    assert grown < 40, grown
+    lines = [ln for ln in server.lines if "Envoy route misconfigured" in ln]
+    assert 1 <= len(lines) <= 10
+    assert all(len(line) < 2000 for line in lines)
+    assert not [ln for ln in server.lines if ln.startswith("forged")]
+    assert all(json.loads(line)["level"] == "WARNING" for line in lines)

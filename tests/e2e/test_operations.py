@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -28,6 +29,42 @@ def test_health_reports_serving_for_the_server_and_each_service(server: ServerPr
     for service in ("", "authz.v1.AuthzService", "authz.v1.AdminService"):
         answer = health.Check(health_pb2.HealthCheckRequest(service=service))
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_health_lists_every_service_without_an_error_line(server: ServerProcess) -> None:
+    health = health_pb2_grpc.HealthStub(server.channel)
+    for _ in range(3):
+        listed = health.List(health_pb2.HealthListRequest(), timeout=10)
+    assert {name: answer.status for name, answer in listed.statuses.items()} == dict.fromkeys(
+        [
+            "",
+            "authz.v1.AuthzService",
+            "authz.v1.AdminService",
+            "envoy.service.auth.v3.Authorization",
+        ],
+        health_pb2.HealthCheckResponse.SERVING,
+    )
+    assert '"level": "ERROR"' not in server.log
+    assert "Traceback" not in server.log
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit_and_logged(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip("needs a finite hard limit above 256 open files")
+    # The server inherits a low soft limit from this process, as from a default shell.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        server = ServerProcess(tmp_path / "authz.db")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        limits = Path(f"/proc/{server.process.pid}/limits").read_text()
+        row = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+        assert row.split()[3:5] == [str(hard), str(hard)]
+        assert f"open-file limit {hard}" in server.log
+    finally:
+        server.stop()
 
 
 def test_reflection_lists_the_services(server: ServerProcess) -> None:

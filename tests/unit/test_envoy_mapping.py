@@ -11,7 +11,9 @@ import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
+import grpc
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
@@ -42,6 +44,7 @@ from authz_service.core.decision import (
 from authz_service.core.errors import InvalidArgument
 from authz_service.core.model import Action, Entry, Restriction
 from authz_service.core.tokens import lookup_tag
+from authz_service.registration import Undecodable
 from authz_service.usecases import Checker
 from fakes import FakeHasher, InMemoryStore
 
@@ -263,11 +266,47 @@ def envoy_request(
     return request
 
 
+class PeerContext:
+    """The one part of a grpc.aio ServicerContext the servicer reads on a good request."""
+
+    def __init__(self, peer: str = "ipv4:10.1.2.3:50000") -> None:
+        self._peer = peer
+
+    def peer(self) -> str:
+        return self._peer
+
+
 def check(
-    servicer: EnvoyAuthorizationServicer, request: external_auth_pb2.CheckRequest
+    servicer: EnvoyAuthorizationServicer,
+    request: external_auth_pb2.CheckRequest,
+    context: PeerContext | None = None,
 ) -> external_auth_pb2.CheckResponse:
-    response: external_auth_pb2.CheckResponse = asyncio.run(servicer.Check(request, None))
+    response: external_auth_pb2.CheckResponse = asyncio.run(
+        servicer.Check(request, context or PeerContext())
+    )
     return response
+
+
+@pytest.mark.parametrize(
+    ("downstream", "turn"),
+    [("203.0.113.9", "downstream:203.0.113.9"), ("", "ipv4:10.1.2.3")],
+    ids=["downstream-address", "no-address-the-peer"],
+)
+def test_a_cold_check_takes_the_turn_of_the_downstream_client_envoy_reports(
+    checker: Checker, monkeypatch: pytest.MonkeyPatch, downstream: str, turn: str
+) -> None:
+    turns: list[str] = []
+    run = checker.hash_queue.run
+
+    async def recorded(caller: str, *args: Any) -> Any:
+        turns.append(caller)
+        return await run(caller, *args)
+
+    monkeypatch.setattr(checker.hash_queue, "run", recorded)
+    request = envoy_request(plugin="catalog")
+    request.attributes.source.address.socket_address.address = downstream
+    assert check(EnvoyAuthorizationServicer(checker), request).status.code == code_pb2.OK
+    assert turns == [turn]
 
 
 def test_the_servicer_allows_a_read_and_denies_a_delete_by_method(checker: Checker) -> None:
@@ -351,3 +390,97 @@ def test_the_built_responses_stay_within_their_bound_across_both_route_kinds(
     assert allowed_again is not allowed
     assert allowed_again == allowed
     assert missing.denied_response.status.code == 401
+
+
+def misconfigured_request(index: int, size: int) -> external_auth_pb2.CheckRequest:
+    """A request naming no plugin, with large context_extensions unlike any other's, and
+    control characters that would break a log line if written as they are."""
+    request = envoy_request(authorization=f"Bearer {TOKEN}")
+    extensions = request.attributes.context_extensions
+    for n in range(4):
+        extensions[f"{index}-{n}-" + "k" * size] = f"{index}\nforged line\r" + "v" * size
+    http = request.attributes.request.http
+    http.path = f"/{index}\n/" + "p" * size + "?secret=1"
+    return request
+
+
+def test_huge_context_extensions_do_not_grow_the_memory_of_logged_problems(
+    checker: Checker,
+) -> None:
+    clock = Clock()
+    servicer = EnvoyAuthorizationServicer(checker, clock)
+    for index in range(300):
+        clock.now += 6.1  # slow enough for every line to be written (10 a minute)
+        answer = check(servicer, misconfigured_request(index, 16 * 1024))
+        assert answer.denied_response.status.code == 500
+    # 300 distinct problems of 128 KiB of context_extensions each: remembered whole, 37 MiB.
+    assert servicer.remembered_bytes() < 128 * 1024
+
+
+class Counted(logging.Handler):
+    """Keeps each formatted line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def test_many_distinct_misconfigured_requests_write_few_short_lines(checker: Checker) -> None:
+    clock = Clock()
+    servicer = EnvoyAuthorizationServicer(checker, clock)
+    handler = Counted()
+    logger = logging.getLogger("authz_service.api.envoy")
+    logger.addHandler(handler)
+    try:
+        for index in range(500):
+            check(servicer, misconfigured_request(index, 4096))
+        assert len(handler.lines) == 10
+        clock.now += 61
+        check(servicer, misconfigured_request(500, 4096))
+    finally:
+        logger.removeHandler(handler)
+    assert len(handler.lines) == 11
+    assert "and 490 more like it not logged" in handler.lines[-1]
+    for line in handler.lines:
+        assert len(line) < 1500
+        assert "\n" not in line
+        assert "\r" not in line
+        assert "secret=1" not in line
+        assert TOKEN not in line
+        assert "and 0 more" not in line
+    first = handler.lines[0]
+    assert "context_extensions.plugin" in first
+    assert "\\nforged line\\r" in first  # escaped, on the same line
+    assert "backstage.test/0\\n/ppp" in first
+    assert "\u2026" in first
+
+
+class AbortingContext:
+    """A ServicerContext whose abort records the status and raises, as grpc.aio's does."""
+
+    def __init__(self) -> None:
+        self.code: object = None
+        self.details = ""
+
+    async def abort(self, code: object, details: str, trailing: object = ()) -> None:
+        self.code, self.details = code, details
+        raise RuntimeError("aborted")
+
+
+def test_an_undecodable_request_ends_with_invalid_argument_and_no_warning(
+    checker: Checker, caplog: pytest.LogCaptureFixture
+) -> None:
+    servicer = EnvoyAuthorizationServicer(checker)
+    context = AbortingContext()
+    undecodable = Undecodable("envoy.service.auth.v3.CheckRequest")
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(RuntimeError, match="aborted"),
+    ):
+        asyncio.run(servicer.Check(undecodable, context))
+    assert context.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert context.details == "request: cannot be decoded as envoy.service.auth.v3.CheckRequest"
+    assert caplog.records == []

@@ -9,8 +9,10 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from authz_service.logs import JsonFormatter, configure_logging
+from authz_service.logs import JsonFormatter, RateLimitedLog, clipped, configure_logging
 
 
 class Terminal(io.StringIO):
@@ -78,3 +80,60 @@ def test_the_format_is_json_unless_asked_for_text_or_writing_to_a_terminal(
     assert line.startswith("{") is as_json
     if as_json:
         assert json.loads(line)["message"] == "serving on 127.0.0.1:50051"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("catalog", "'catalog'"),
+        ("a" * 8, "'aaaaaaaa'"),
+        ("a" * 9, "'aaaaaaaa\u2026'"),
+        ("line\nforged", "'line\\nfo\u2026'"),
+        ("it's", '"it\'s"'),
+    ],
+)
+def test_clipped_quotes_escapes_and_cuts_with_an_ellipsis(text: str, shown: str) -> None:
+    assert clipped(text, 8) == shown
+
+
+@given(st.text(max_size=300), st.integers(min_value=1, max_value=100))
+def test_clipped_is_one_short_line_whatever_the_text(text: str, limit: int) -> None:
+    shown = clipped(text, limit)
+    assert len(shown) <= limit + 3
+    assert shown.isprintable()
+    if len(text) <= limit and len(repr(text)) <= limit + 2:
+        assert shown == repr(text)
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_rate_limited_log_writes_its_limit_a_period_and_then_counts_what_it_held_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    limited = RateLimitedLog(logging.getLogger("test.limited"), limit=3, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="test.limited"):
+        written = [limited.warning("refused %s", n) for n in range(100)]
+        assert written == [True] * 3 + [False] * 97
+        assert limited.held == 97
+        clock.now += 59.9
+        assert not limited.warning("refused %s", 100)
+        clock.now += 0.1
+        assert limited.warning("refused %s", 101)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "refused 0",
+        "refused 1",
+        "refused 2",
+        "refused 101 (and 98 more like it not logged since the last such line)",
+    ]
+    assert caplog.records[-1].suppressed == 98  # type: ignore[attr-defined]
+    assert limited.held == 0
