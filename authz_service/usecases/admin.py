@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import contextvars
 import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from authz_service.core.errors import (
     NotFound,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
     invalid,
 )
 from authz_service.core.model import (
@@ -39,6 +41,7 @@ from authz_service.core.model import (
     AdminPermission,
     Entry,
     Restriction,
+    State,
     from_micros,
     new_etag,
     to_micros,
@@ -71,6 +74,17 @@ MAX_PAGE_SIZE = 1000
 PAGE_BYTES = 1 << 20
 _LIST_BATCH = 32
 UPDATABLE_PATHS = ("description", "access_restrictions", "unrestricted", "expire_time")
+# Creates and rotations waiting for the token lock at once; more are UNAVAILABLE.
+MAX_CLAIMS_WAITING = 64
+
+
+@dataclass(frozen=True, slots=True)
+class _Acting:
+    """The admin a write is made for: its entry, the permission the call needs, its rights."""
+
+    entry_id: str
+    permission: AdminPermission
+    held: frozenset[AdminRight]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +142,7 @@ class Admin:
         self._clock = clock
         # Serializes "is this token free? then take it" across creates and rotations.
         self._token_lock = asyncio.Lock()
+        self._claims_waiting = 0
 
     async def authorize(
         self, authorization: str, permission: AdminPermission, peer: str = ""
@@ -155,14 +170,15 @@ class Admin:
 
     async def _authorize_writer(
         self, authorization: str, permission: AdminPermission, peer: str
-    ) -> frozenset[AdminRight]:
+    ) -> _Acting:
         """`authorize`, then the `authz` rights the admin holds: all it may grant or act on."""
         decision = await self.authorize(authorization, permission, peer)
-        return admin_rights(self._get(decision.entry_id).restrictions)
+        held = admin_rights(self._get(decision.entry_id).restrictions)
+        return _Acting(decision.entry_id, permission, held)
 
     async def create(self, authorization: str, new: NewEntry, *, peer: str = "") -> Entry:
         """Create an entry for a new token; the token itself is kept only as a verifier."""
-        held = await self._authorize_writer(authorization, AdminPermission.CREATE, peer)
+        acting = await self._authorize_writer(authorization, AdminPermission.CREATE, peer)
         now = self._clock()
         found = Violations(new.unreadable)
         found.check("subject", subject_problem(new.subject))
@@ -171,10 +187,10 @@ class Admin:
         restrictions = parse_scope(new.restrictions, new.unrestricted, found)
         found.check("expire_time", _future_problem(new.expire_time, now))
         found.raise_if_any()
-        _may_grant(held, restrictions)
+        _may_grant(acting.held, restrictions)
         if self._store.find_subject(new.subject) is not None:
             raise AlreadyExists("subject: an unrevoked entry already has this subject")
-        async with self._token_lock:
+        async with self._claiming():
             verifier, tag = await self._claim(new.token, "token", peer)
             entry = Entry(
                 id=str(uuid.uuid4()),
@@ -189,13 +205,13 @@ class Admin:
                 expire_time=new.expire_time,
             )
             await self._commit(
-                self._store.add, entry, partial(self._checker.token_added, new.token)
+                self._store.add, entry, partial(self._checker.token_added, new.token), acting
             )
         return entry
 
     async def update(self, authorization: str, change: EntryChange, *, peer: str = "") -> Entry:
         """Change the fields named by `change.paths`, and rotate the token if one is given."""
-        held = await self._authorize_writer(authorization, AdminPermission.UPDATE, peer)
+        acting = await self._authorize_writer(authorization, AdminPermission.UPDATE, peer)
         found = Violations()
         found.check("entry.id", None if change.entry_id else "is required")
         found.check("etag", None if change.etag else "is required (read the entry first)")
@@ -212,7 +228,7 @@ class Admin:
             found.check("new_token", token_problem(change.new_token))
         found.raise_if_any()
         current = self._get(change.entry_id)
-        _may_act_on(held, current)
+        _may_act_on(acting.held, current)
         if current.revoke_time is not None:
             raise FailedPrecondition("a revoked entry cannot be updated")
         if change.etag != current.etag:
@@ -239,7 +255,7 @@ class Admin:
         if "expire_time" in paths:
             found.check("entry.expire_time", _future_problem(change.expire_time, now))
         found.raise_if_any()
-        _may_grant(held, restrictions)
+        _may_grant(acting.held, restrictions)
         updated = replace(
             current,
             description=change.description if "description" in paths else current.description,
@@ -252,16 +268,22 @@ class Admin:
         )
         if not change.new_token:
             await self._commit(
-                self._store.replace, updated, partial(self._checker.refresh, updated)
+                self._store.replace,
+                updated,
+                partial(self._checker.refresh, updated),
+                acting,
+                current,
             )
             return self._with_usage(updated)
-        async with self._token_lock:
+        async with self._claiming():
             verifier, tag = await self._claim(change.new_token, "new_token", peer)
             updated = replace(updated, verifier=verifier, lookup_tag=tag)
             await self._commit(
                 self._store.rotate,
                 updated,
                 partial(self._checker.rotated, updated.id, change.new_token),
+                acting,
+                current,
             )
         return self._with_usage(updated)
 
@@ -269,14 +291,14 @@ class Admin:
         self, authorization: str, entry_id: str, reason: str, *, peer: str = ""
     ) -> Entry:
         """Revoke an entry at once; revoking a revoked entry changes nothing."""
-        held = await self._authorize_writer(authorization, AdminPermission.REVOKE, peer)
+        acting = await self._authorize_writer(authorization, AdminPermission.REVOKE, peer)
         found = Violations()
         found.check("id", None if entry_id else "is required")
         found.check("reason", text_problem(reason, REVOKE_REASON_MAX_CHARS))
         found.raise_if_any()
         while True:
             current = self._get(entry_id)
-            _may_act_on(held, current)
+            _may_act_on(acting.held, current)
             if current.revoke_time is not None:
                 # Heals the cache should an earlier revoke have been cut short before it could.
                 self._checker.refresh(current)
@@ -292,7 +314,11 @@ class Admin:
             )
             try:
                 await self._commit(
-                    self._store.replace, revoked, partial(self._checker.refresh, revoked)
+                    self._store.replace,
+                    revoked,
+                    partial(self._checker.refresh, revoked),
+                    acting,
+                    current,
                 )
             except Aborted:
                 continue  # another admin wrote meanwhile: revoke what is there now
@@ -436,24 +462,67 @@ class Admin:
         self._checker.expect_tag(tag)  # before the write: no moment when Check could miss it
         return verifier, tag
 
+    @contextlib.asynccontextmanager
+    async def _claiming(self) -> AsyncIterator[None]:
+        """The token lock, for a create or a rotation; Unavailable when too many wait for it
+        (every admin's creates and rotations take turns on it)."""
+        if self._claims_waiting >= MAX_CLAIMS_WAITING:
+            raise Unavailable("too many creates and rotations are in progress; retry shortly")
+        self._claims_waiting += 1
+        try:
+            async with self._token_lock:
+                yield
+        finally:
+            self._claims_waiting -= 1
+
     async def _commit(
-        self, write: Callable[[Entry], None], entry: Entry, then: Callable[[], None]
+        self,
+        write: Callable[[Entry], None],
+        entry: Entry,
+        then: Callable[[], None],
+        acting: _Acting | None = None,
+        target: Entry | None = None,
     ) -> None:
         """Write `entry` on the writer thread, then bring the Check cache up to date (`then`).
+
+        With `acting`, the writer thread first reads the acting admin's entry again: an admin
+        revoked or narrowed while its call waited (for the token lock, for argon2) writes
+        nothing once that revoke or narrowing has returned, since both ran on this one thread.
 
         The two run as one shielded task: a call cancelled by its client or its deadline while
         the write runs must still update the cache once the write commits, or a token revoked
         or rotated away would stay allowed from the cache.
         """
 
+        def write_as_acting(entry: Entry) -> None:
+            if acting is not None:
+                self._still_allowed(acting, entry, target)
+            write(entry)
+
         async def unit() -> None:
-            await asyncio.get_running_loop().run_in_executor(self._write_pool, write, entry)
+            await asyncio.get_running_loop().run_in_executor(
+                self._write_pool, write_as_acting, entry
+            )
             then()
 
         task = asyncio.ensure_future(unit())
         # Retrieve the outcome even when the caller is gone, so it is never "never retrieved".
         task.add_done_callback(lambda done: done.cancelled() or done.exception())
         await asyncio.shield(task)
+
+    def _still_allowed(self, acting: _Acting, entry: Entry, target: Entry | None) -> None:
+        """Unauthenticated or PermissionDenied unless the acting admin, as stored now, may still
+        make this write (on the writer thread, just before it)."""
+        actor = self._store.get(acting.entry_id)
+        state = actor.state(self._clock())
+        if state is not State.ACTIVE:
+            raise Unauthenticated(f"admin token rejected: {state.name.lower()}")
+        held = admin_rights(actor.restrictions)
+        if (acting.permission, ADMIN_ACTIONS[acting.permission]) not in held:
+            raise PermissionDenied(f"this admin token does not grant {acting.permission.value}")
+        if target is not None:
+            _may_act_on(held, target)
+        _may_grant(held, entry.restrictions)
 
     def _page_token(self, cursor: Cursor) -> str:
         payload = json.dumps([to_micros(cursor[0]), cursor[1]]).encode()

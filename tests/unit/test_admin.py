@@ -28,6 +28,7 @@ from authz_service.core.errors import (
     NotFound,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
 )
 from authz_service.core.model import (
     BOOTSTRAP_SUBJECT,
@@ -42,7 +43,7 @@ from authz_service.core.model import (
 from authz_service.core.rules import RestrictionInput
 from authz_service.core.tokens import lookup_tag
 from authz_service.usecases import Admin, Checker, EntryChange, NewEntry
-from authz_service.usecases.admin import PAGE_BYTES, listed_size
+from authz_service.usecases.admin import MAX_CLAIMS_WAITING, PAGE_BYTES, listed_size
 from fakes import FakeHasher, InMemoryStore
 
 KEY = bytes(range(32))
@@ -464,6 +465,80 @@ def test_an_admin_may_change_entries_within_its_rights_and_its_own(world: World)
         return await world.checker.check(UPDATER_TOKEN, "", "authz", "authz.entry.read", 2)
 
     assert run(scenario()).reason == "permission_not_allowed"
+
+
+@pytest.mark.parametrize("taken_away", ["revoked", "narrowed"])
+def test_an_admin_revoked_or_narrowed_while_its_create_waits_writes_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch, taken_away: str
+) -> None:
+    creator = world.seed(CREATOR_TOKEN, "creator", only(AdminPermission.CREATE))
+    entered, gate = threading.Event(), threading.Event()
+    real_hash = world.hasher.hash
+
+    def gated_hash(token: str) -> str:
+        entered.set()
+        assert gate.wait(10)
+        return real_hash(token)
+
+    monkeypatch.setattr(world.hasher, "hash", gated_hash)
+    new = NewEntry("made-too-late", TOKEN, restrictions=[ANY_CATALOG])
+
+    async def scenario() -> AuthzError:
+        await world.admin.list(ROOT, 1, "", include_revoked=False)  # root's token, verified
+        waiting = asyncio.create_task(world.admin.create(AS_CREATOR, new))
+        assert await asyncio.to_thread(entered.wait, 10)  # it waits for its token's verifier
+        if taken_away == "revoked":
+            await world.admin.revoke(ROOT, creator.id, "left the team")
+        else:
+            current = world.store.get(creator.id)
+            await world.admin.update(
+                ROOT,
+                EntryChange(
+                    current.id,
+                    current.etag,
+                    ["access_restrictions"],
+                    restrictions=[RestrictionInput("authz", ["authz.entry.read"])],
+                ),
+            )
+        gate.set()
+        with pytest.raises((Unauthenticated, PermissionDenied)) as raised:
+            await waiting
+        return raised.value
+
+    error = run(scenario())
+    expected = Unauthenticated if taken_away == "revoked" else PermissionDenied
+    assert isinstance(error, expected)
+    assert world.store.find_subject("made-too-late") is None
+
+
+def test_creates_beyond_the_waiting_bound_are_unavailable_and_change_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered, gate = threading.Event(), threading.Event()
+    real_hash = world.hasher.hash
+
+    def gated_hash(token: str) -> str:
+        entered.set()
+        assert gate.wait(10)
+        return real_hash(token)
+
+    monkeypatch.setattr(world.hasher, "hash", gated_hash)
+
+    async def scenario() -> list[Entry]:
+        await world.admin.list(ROOT, 1, "", include_revoked=False)  # root's token, verified
+        waiting = [
+            asyncio.create_task(world.create(f"burst-{n}", f"burst-token-{n:04d}"))
+            for n in range(MAX_CLAIMS_WAITING)
+        ]
+        assert await asyncio.to_thread(entered.wait, 10)
+        await asyncio.sleep(0)
+        with pytest.raises(Unavailable):
+            await world.create("one-too-many", "one-too-many-token")
+        gate.set()
+        return await asyncio.gather(*waiting)
+
+    assert len(run(scenario())) == MAX_CLAIMS_WAITING
+    assert world.store.find_subject("one-too-many") is None
 
 
 def test_an_admin_without_authz_rights_of_its_own_can_revoke_plain_entries_only(
