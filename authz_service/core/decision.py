@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from .errors import invalid
 from .model import ADMIN_PLUGIN, Action, Entry
+from .rules import TOKEN_MAX_BYTES
 
 # google.rpc.Code values carried in a decision.
 OK = 0
@@ -124,7 +125,9 @@ def bearer_token(token: str, authorization: str) -> str | Decision:
     """The presented token, from the raw `token` or an `Authorization` header value.
 
     Returns a DENY decision for a missing or malformed credential, and raises InvalidArgument
-    when a request sets both fields. The scheme is case-insensitive (RFC 7235).
+    when a request sets both fields. The scheme is case-insensitive (RFC 7235). A credential of
+    more than TOKEN_MAX_BYTES characters is malformed here, before anything hashes it: a 4 MB
+    one would hold the event loop for milliseconds.
     """
     if authorization:
         if token:
@@ -133,5 +136,7 @@ def bearer_token(token: str, authorization: str) -> str | Decision:
         if scheme.lower() != "bearer":
             return DENY_MALFORMED
         rest = rest.lstrip(" ")
-        return rest if rest else DENY_MALFORMED
-    return token if token else DENY_MISSING_TOKEN
+        return rest if rest and len(rest) <= TOKEN_MAX_BYTES else DENY_MALFORMED
+    if not token:
+        return DENY_MISSING_TOKEN
+    return token if len(token) <= TOKEN_MAX_BYTES else DENY_MALFORMED

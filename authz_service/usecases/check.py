@@ -28,6 +28,7 @@ from authz_service.core.errors import invalid
 from authz_service.core.model import Action, Entry
 from authz_service.core.ports import EntryStore, Hasher
 from authz_service.core.rules import (
+    TOKEN_MAX_BYTES,
     action_problem,
     permission_problem,
     plugin_problem,
@@ -97,12 +98,13 @@ class Checker:
         # digest -> compiled policy; insertion order doubles as eviction order.
         self._cache: dict[bytes, Policy] = {}
         self._digests_of: dict[str, set[bytes]] = {}
+        # The verifies in flight, and the ids of the entries each one read: a write to one of
+        # those entries drops the flight (see _invalidate), and a dropped flight lands nothing.
         self._inflight: dict[bytes, asyncio.Task[Policy | None]] = {}
+        self._flight_entries: dict[bytes, frozenset[str]] = {}
         # Digests of wrong tokens whose tag matched some entry: replayed, each would cost an
         # argon2 verify per request. Bounded; a token leaves it when an entry takes it.
         self._failed: dict[bytes, None] = {}
-        # Bumped by every change to an entry; a verify that started before one is not cached.
-        self._generation = 0
         self._last_used: dict[str, float] = {}
         self._valid_plugins: set[str] = set()
         self._valid_permissions: set[str] = set()
@@ -141,7 +143,7 @@ class Checker:
             self._admit_names(plugin, permission)
         if not 0 <= action <= _MAX_ACTION:
             raise invalid("action", action_problem(action) or "")
-        if token and not authorization:
+        if token and not authorization and len(token) <= TOKEN_MAX_BYTES:
             presented = token
         else:
             credential = bearer_token(token, authorization)
@@ -202,7 +204,7 @@ class Checker:
 
     def refresh(self, entry: Entry) -> None:
         """Make cached tokens of `entry` follow its new state (after update or revoke)."""
-        self._invalidate()
+        self._invalidate(entry.id)
         digests = self._digests_of.get(entry.id)
         if digests:
             policy = Policy.of(entry)
@@ -211,7 +213,7 @@ class Checker:
 
     def forget(self, entry_id: str) -> None:
         """Drop every cached token of an entry (after its token was rotated)."""
-        self._invalidate()
+        self._invalidate(entry_id)
         for digest in self._digests_of.pop(entry_id, ()):
             self._cache.pop(digest, None)
 
@@ -255,26 +257,29 @@ class Checker:
         self._failed.pop(digest, None)
         # A verify of it in flight read the entries before the write: it must not land.
         self._inflight.pop(digest, None)
+        self._flight_entries.pop(digest, None)
 
-    def _invalidate(self) -> None:
-        self._generation += 1
-        # Checks arriving from now on must read the store afresh, not join an older verify.
-        self._inflight.clear()
+    def _invalidate(self, entry_id: str) -> None:
+        """Drop the verifies in flight that read this entry before its write: checks arriving
+        from now on read the store afresh, and those verifies cache nothing. Only those: a
+        write to one entry leaves every other token's first verify to land."""
+        stale = [d for d, read in self._flight_entries.items() if entry_id in read]
+        for digest in stale:
+            del self._flight_entries[digest]
+            self._inflight.pop(digest, None)
 
     async def _resolve(self, digest: bytes, token: str, tag: int, caller: Caller) -> Policy | None:
         flight = self._inflight.get(digest)
         if flight is None:
             # The store is read here, before any task exists: a tag that matches nothing is
             # answered without scheduling anything.
-            generation = self._generation
             candidates = self._store.find_tag(tag)
             if not candidates:
                 self.tag_misses += 1
                 return None
-            flight = asyncio.create_task(
-                self._verify(digest, token, candidates, generation, caller())
-            )
+            flight = asyncio.create_task(self._verify(digest, token, candidates, caller()))
             self._inflight[digest] = flight
+            self._flight_entries[digest] = frozenset(e.id for e in candidates)
             flight.add_done_callback(lambda done: self._land(digest, done))
         # shield: a caller that gives up (deadline) must not cancel the others' verify.
         return await asyncio.shield(flight)
@@ -282,10 +287,14 @@ class Checker:
     def _land(self, digest: bytes, flight: asyncio.Task[Policy | None]) -> None:
         if self._inflight.get(digest) is flight:
             del self._inflight[digest]
+            del self._flight_entries[digest]
 
     async def _verify(
-        self, digest: bytes, token: str, candidates: list[Entry], generation: int, caller: str
+        self, digest: bytes, token: str, candidates: list[Entry], caller: str
     ) -> Policy | None:
+        """Verify `token` against each candidate in turn. The answer is cached (a match) or
+        remembered (no match) only while this flight is still the one in flight for the token:
+        a write to one of the candidates, or one that took this token, drops it."""
         # Unrevoked entries first: a match there ends the search soonest.
         for entry in sorted(candidates, key=lambda e: e.revoke_time is not None):
             self.argon2_verifications += 1
@@ -295,12 +304,11 @@ class Checker:
             self.argon2_seconds.observe(seconds)
             if matched:
                 policy = Policy.of(entry)
-                if generation == self._generation:
+                if self._inflight.get(digest) is asyncio.current_task():
                     self._remember(digest, policy)
                 if entry.revoke_time is None and self._hasher.needs_rehash(entry.verifier):
                     await self._rehash(entry, token, caller)
                 return policy
-        # Remembered as wrong only if no write took this token meanwhile (token_added).
         if self._inflight.get(digest) is asyncio.current_task():
             if len(self._failed) >= self._cache_size:
                 del self._failed[next(iter(self._failed))]

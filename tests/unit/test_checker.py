@@ -296,6 +296,41 @@ def test_tokens_known_to_be_wrong_stay_known_across_admin_writes(world: World) -
     assert world.hasher.verify_calls == verified, "a replayed burst cost argon2 work again"
 
 
+def test_a_write_to_another_entry_lets_a_first_verify_in_flight_be_cached(gated: World) -> None:
+    gated.add(TOKEN)
+    other = gated.add(OTHER_TOKEN, "other-entry")
+    checker = gated.checker()
+    hasher = gated.hasher
+    assert isinstance(hasher, GatedHasher)
+
+    async def scenario() -> Decision:
+        first = asyncio.create_task(read_catalog(checker))
+        await hasher.wait_for_verify()
+        # An admin writes to another entry, again and again (a no-op revoke refreshes too).
+        for n in range(3):
+            checker.refresh(replace(other, description=f"write {n}", revision=other.revision + n))
+        hasher.gate.set()
+        await first
+        return await read_catalog(checker)
+
+    assert run(scenario()).allowed
+    assert hasher.verify_calls == 1, "the first verify was thrown away by an unrelated write"
+
+
+@pytest.mark.parametrize("field", ["token", "authorization"])
+def test_an_over_long_credential_is_malformed_before_it_is_hashed(world: World, field: str) -> None:
+    checker = world.checker()
+    huge = "a" * 4_000_000
+    credential = {"token": huge, "authorization": ""}
+    if field == "authorization":
+        credential = {"token": "", "authorization": f"Bearer {huge}"}
+    decision = run(
+        checker.check(credential["token"], credential["authorization"], "catalog", "", 0)
+    )
+    assert decision.reason == "malformed"
+    assert checker.cache_misses == 0  # answered before the cache, so before any hashing
+
+
 def test_a_wrong_token_in_flight_when_an_entry_takes_it_is_not_remembered_as_wrong(
     gated: World,
 ) -> None:
