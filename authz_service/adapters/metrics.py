@@ -8,6 +8,7 @@ ever carries a token, a tag or a hash. Entries are counted in the database at mo
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,7 +24,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from authz_service.core.errors import AuthzError
+from authz_service.logs import RateLimitedLog
+
 from .metrics_listener import ListenerStats, MetricsLimits, MetricsListener
+
+log = logging.getLogger("authz_service.metrics")
 
 if TYPE_CHECKING:
     from authz_service.core.model import State
@@ -105,6 +111,7 @@ class AdminCollector(Collector):
         self._clock = clock
         self._lock = threading.Lock()
         self._counts: dict[State, int] | None = None
+        self._failures = RateLimitedLog(log, 1)
         self._counted_at = float("-inf")
 
     def collect(self) -> Iterator[Metric]:
@@ -124,10 +131,14 @@ class AdminCollector(Collector):
         with self._lock:
             now = self._clock()
             if now - self._counted_at >= self._count_seconds:
-                # Set first: a failing count (the error fails this scrape) is not retried by
-                # every scrape either; until the next try, the last good counts are served.
+                # Set first: a failing count is not retried by every scrape either.
                 self._counted_at = now
-                self._counts = self._store.count_by_state(datetime.now(UTC))
+                try:
+                    self._counts = self._store.count_by_state(datetime.now(UTC))
+                except AuthzError as exc:
+                    # The storage is failing, which is when the other metrics matter most:
+                    # they are served, with the last good counts (none before the first).
+                    self._failures.warning("entries not counted for metrics: %s", exc)
             return dict(self._counts or {})
 
 
@@ -146,6 +157,7 @@ class ListenerCollector(Collector):
             labels=["cause"],
         )
         dropped.add_metric(["over_limit"], self._stats.refused)
+        dropped.add_metric(["evicted"], self._stats.evicted)
         dropped.add_metric(["deadline"], self._stats.timed_out)
         dropped.add_metric(["header_too_large"], self._stats.too_large)
         yield dropped

@@ -20,6 +20,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector
@@ -50,7 +51,8 @@ class ListenerStats:
     accepted: int = 0
     open: int = 0
     peak_open: int = 0
-    refused: int = 0  # closed at once: `max_connections` were open
+    refused: int = 0  # closed at once: `max_connections` were open, none still reading
+    evicted: int = 0  # closed to make room: the oldest still sending its request headers
     timed_out: int = 0  # headers not complete within `request_seconds`
     too_large: int = 0  # headers beyond `max_header_bytes`
     renders: int = 0
@@ -71,6 +73,10 @@ class MetricsListener:
         self._registry = registry
         self._next_render = 0.0  # on the loop's clock
         self._handlers: set[asyncio.Task[None]] = set()
+        # Connections still sending their request headers, oldest first, and those closed to
+        # make room for a newer one.
+        self._reading: dict[asyncio.Task[Any] | None, asyncio.StreamWriter] = {}
+        self._evicted: set[asyncio.Task[Any] | None] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -141,7 +147,7 @@ class MetricsListener:
                 loop.call_later(1.0, self._resume, sock)
                 return
             stats.accepted += 1
-            if stats.open >= self.limits.max_connections:
+            if stats.open >= self.limits.max_connections and not self._evict_oldest_reading():
                 stats.refused += 1
                 conn.close()
                 continue
@@ -150,6 +156,20 @@ class MetricsListener:
             task = asyncio.get_running_loop().create_task(self._connection(conn))
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
+
+    def _evict_oldest_reading(self) -> bool:
+        """Close the connection that has been sending its request headers longest, to make
+        room: a scraper sends its headers at once, so one still sending them is holding a place
+        (sixteen such would otherwise keep every scrape out). False when none is."""
+        if not self._reading:
+            return False
+        task = next(iter(self._reading))
+        writer = self._reading.pop(task)
+        self._evicted.add(task)
+        writer.transport.abort()
+        self.stats.open -= 1
+        self.stats.evicted += 1
+        return True
 
     def _resume(self, sock: socket.socket) -> None:
         if not self._closing:
@@ -168,10 +188,13 @@ class MetricsListener:
             conn.close()
             return
         self._writers.add(writer)
+        task = asyncio.current_task()
         try:
             if self._closing:
                 raise ConnectionAbortedError
+            self._reading[task] = writer  # until its headers are in
             answer = await self._answer(reader, deadline)
+            self._reading.pop(task, None)
             if answer:
                 writer.write(answer)
                 async with asyncio.timeout(self.limits.write_seconds):
@@ -180,8 +203,12 @@ class MetricsListener:
             writer.transport.abort()
         finally:
             # Counted out before the close, so a caller that has read to the end may connect
-            # again and find the place free.
-            self.stats.open -= 1
+            # again and find the place free (an evicted one was counted out then).
+            self._reading.pop(task, None)
+            if task in self._evicted:
+                self._evicted.discard(task)
+            else:
+                self.stats.open -= 1
             self._writers.discard(writer)
             writer.close()
 

@@ -88,19 +88,23 @@ def test_entry_counts_are_at_most_one_interval_old() -> None:
     assert 'authz_entries{state="active"} 1.0' in _scrape(registry)
 
 
-def test_a_failing_count_fails_one_scrape_and_then_waits_an_interval() -> None:
+def test_a_failing_count_serves_the_other_metrics_and_then_waits_an_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     store, clock = CountingStore(), Clock()
     store.add(_entry("e1"))
     registry = _registry(store, clock)
     _scrape(registry)
     store.failing = True
     clock.now += 5.0
-    with pytest.raises(Unavailable):
-        _scrape(registry)
-    # Until the next try, the last good counts are served and the store is left alone.
+    # The storage failing fails no scrape: the last good counts are served, the store is
+    # left alone until the next interval, and one line says why.
     for _ in range(10):
-        assert 'authz_entries{state="active"} 1.0' in _scrape(registry)
+        text = _scrape(registry)
+        assert 'authz_entries{state="active"} 1.0' in text
+        assert "authz_checks_total" in text or "authz_admin_calls_total" in text
     assert store.counts == 2
+    assert caplog.text.count("entries not counted for metrics") == 1
 
 
 def test_the_listener_reports_its_dropped_connections_by_cause() -> None:
