@@ -127,7 +127,7 @@ async def start(settings: Settings) -> Service:
             bootstrap = await admin.ensure_bootstrap_admin(settings.bootstrap_token)
         except AuthzError as exc:
             store.close()
-            raise StartupError(f"bootstrap token: {exc}") from None
+            raise StartupError(str(exc)) from None  # it names the bootstrap token
         log.info("bootstrap-admin is ready (entry %s)", bootstrap.id)
 
     server = grpc.aio.server(options=_SERVER_OPTIONS)

@@ -60,6 +60,11 @@ SERVER_OPTIONS: Mapping[str, int] = {
     # A connection must finish its TLS and HTTP/2 handshake within 20 s (grpc's default is
     # 120 s): one opened and left silent holds a descriptor no longer than that.
     "grpc.server_handshake_timeout_ms": 20_000,
+    # A request of at most 1 MiB (grpc's default is 4 MiB): the largest valid one, a
+    # CreateEntry of 64 restrictions of 64 permissions, is about 530 KB, and Envoy's check
+    # carries headers only (deploy/envoy.yaml sends no request body). Parsing one costs the
+    # event loop a few milliseconds at most; a larger one is RESOURCE_EXHAUSTED unread.
+    "grpc.max_receive_message_length": 1 << 20,
 }
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from datetime import datetime
+from urllib.parse import unquote
 
 import grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
@@ -34,9 +36,27 @@ def authorization_of(context: grpc.aio.ServicerContext[object, object]) -> str:
 
 
 def peer_host(peer: str) -> str:
-    """A gRPC peer (`ipv4:10.0.0.7:51234`, `ipv6:%5B::1%5D:51234`) without its port: the
-    caller whose turn argon2 work takes, one per client host rather than per connection."""
-    return peer.rpartition(":")[0] or peer
+    """The client host of a gRPC peer (`ipv4:10.0.0.7:51234`, `ipv6:%5B::1%5D:51234`): the
+    caller whose turn argon2 work takes, one per host rather than per connection."""
+    kind, _, address = peer.partition(":")
+    if kind not in {"ipv4", "ipv6"}:
+        return peer  # a Unix socket: every client is the same host
+    return client_host(unquote(address.rpartition(":")[0]))
+
+
+def client_host(address: str) -> str:
+    """The host an IP address stands for: an IPv4 address as it is, an IPv6 one as its /64
+    (one host is commonly given a whole /64, so each of its addresses must not count as a
+    new caller); anything else as given."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def restriction_inputs(

@@ -37,7 +37,7 @@ from authz_service.logs import RateLimitedLog, clipped
 from authz_service.usecases import Checker
 
 from ._status import abort_for
-from .convert import peer_host
+from .convert import client_host, peer_host
 
 log = logging.getLogger("authz_service.api.envoy")
 
@@ -349,7 +349,7 @@ def _downstream(attributes: Any, context: Context) -> str:
     """Whose turn argon2 work for this check takes: the downstream client Envoy reports, else
     the peer that sent the check (not Envoy, or Envoy without a source address)."""
     address: str = attributes.source.address.socket_address.address
-    return f"downstream:{address}" if address else peer_host(context.peer() or "")
+    return client_host(address) if address else peer_host(context.peer() or "")
 
 
 def _authorization(http: Any) -> str:

@@ -21,7 +21,8 @@ from authz_service.core.errors import Unavailable
 T = TypeVar("T")
 
 # A caller with this many jobs waiting is refused more (UNAVAILABLE): at about 30 ms a verify,
-# a queue this long is already many seconds of work.
+# a queue this long is already many seconds of work. With MAX_WAITING in all, the longest
+# queue gives up its newest job for a caller with fewer.
 MAX_WAITING_PER_CALLER = 256
 MAX_WAITING = 8192
 
@@ -67,16 +68,31 @@ class HashQueue:
         if queue is None:
             turns = self._old if caller in self._running else self._new
             queue = turns[caller] = deque()
-        if len(queue) >= self._max_per_caller or self._count >= self._max_waiting:
+        if len(queue) >= self._max_per_caller or (
+            self._count >= self._max_waiting and not self._drop_from_longest(len(queue))
+        ):
             if not queue:
                 self._new.pop(caller, None)
                 self._old.pop(caller, None)
-            raise Unavailable("too many tokens are waiting for verification; retry shortly")
+            raise _busy()
         future: asyncio.Future[T] = loop.create_future()
         queue.append((function, args, future))
         self._count += 1
         self._dispatch(loop)
         return await future
+
+    def _drop_from_longest(self, waiting: int) -> bool:
+        """With every place taken, the newest job of the longest queue gives its place to a
+        caller with fewer waiting (as FQ-CoDel drops from the fattest flow), so many callers
+        with full queues cannot keep a new one out. False when no queue is longer."""
+        longest = max((*self._new.values(), *self._old.values()), key=len)
+        if len(longest) <= waiting + 1:
+            return False
+        _, _, future = longest.pop()
+        self._count -= 1
+        if not future.cancelled():
+            future.set_exception(_busy())
+        return True
 
     def _start(
         self,
@@ -127,3 +143,7 @@ def _chain(job: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
             future.set_result(done.result())
 
     job.add_done_callback(settle)
+
+
+def _busy() -> Unavailable:
+    return Unavailable("too many tokens are waiting for verification; retry shortly")

@@ -417,3 +417,16 @@ def test_a_request_with_many_bad_fields_gets_a_short_invalid_argument_a_default_
         pb.CheckRequest(token="existing-token-1", plugin="catalog"), timeout=2
     )
     assert answer.decision == pb.ALLOW
+
+
+def test_a_request_over_one_mib_is_refused_unread_and_the_server_goes_on(seeded: Seeded) -> None:
+    before = _rows(seeded.server.db_path)
+    with pytest.raises(grpc.RpcError) as raised:
+        _create(description="d" * (1 << 20))(seeded)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _rows(seeded.server.db_path) == before
+    answer = seeded.server.authz.Check(
+        pb.CheckRequest(token="existing-token-1", plugin="catalog"), timeout=5
+    )
+    assert answer.decision == pb.ALLOW
+    assert "Traceback" not in seeded.server.log

@@ -221,6 +221,27 @@ def test_a_bootstrap_token_that_breaks_the_rules_is_refused_without_echoing_it(
     assert bad not in result.stderr + result.stdout
 
 
+def test_a_revoked_bootstrap_token_is_refused_in_one_line_naming_it_once(
+    server: ServerProcess,
+) -> None:
+    listed = server.admin.ListEntries(pb.ListEntriesRequest(), metadata=ADMIN_METADATA)
+    server.admin.RevokeEntry(
+        pb.RevokeEntryRequest(id=listed.entries[0].id, reason="retired"), metadata=ADMIN_METADATA
+    )
+    assert server.stop() == 0
+    line = _refusal(
+        _serve(
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            str(server.db_path),
+            env={"AUTHZ_BOOTSTRAP_TOKEN": BOOTSTRAP_TOKEN},
+        )
+    )
+    assert line.count("bootstrap token") == 1, line
+    assert BOOTSTRAP_TOKEN not in line
+
+
 def test_a_server_key_readable_by_others_is_refused(tmp_path: Path) -> None:
     key = tmp_path / "server.key"
     key.write_bytes(os.urandom(32))

@@ -289,8 +289,8 @@ def check(
 
 @pytest.mark.parametrize(
     ("downstream", "turn"),
-    [("203.0.113.9", "downstream:203.0.113.9"), ("", "ipv4:10.1.2.3")],
-    ids=["downstream-address", "no-address-the-peer"],
+    [("203.0.113.9", "203.0.113.9"), ("2001:db8::7", "2001:db8::/64"), ("", "10.1.2.3")],
+    ids=["downstream-ipv4", "downstream-ipv6", "no-address-the-peer"],
 )
 def test_a_cold_check_takes_the_turn_of_the_downstream_client_envoy_reports(
     checker: Checker, monkeypatch: pytest.MonkeyPatch, downstream: str, turn: str

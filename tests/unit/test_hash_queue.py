@@ -148,3 +148,47 @@ def test_an_error_in_a_job_reaches_its_waiter_and_the_queue_goes_on(
         return await queue.run("a", len, "four")
 
     assert asyncio.run(scenario()) == 4
+
+
+def test_with_every_place_taken_the_longest_queue_makes_room_for_a_shorter_one(
+    pool: ThreadPoolExecutor,
+) -> None:
+    queue = HashQueue(pool, 1, max_waiting_per_caller=10, max_waiting=4)
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        running = asyncio.create_task(queue.run("a", recorder.job, "a0"))
+        await started(recorder)
+        a_jobs = [asyncio.create_task(queue.run("a", recorder.job, f"a{i}")) for i in range(1, 5)]
+        await asyncio.sleep(0)
+        assert queue.waiting == 4
+        newcomer = asyncio.create_task(queue.run("b", recorder.job, "b0"))
+        await asyncio.sleep(0)
+        assert queue.waiting == 4
+        with pytest.raises(Unavailable):
+            await a_jobs[-1]  # a's newest gave its place up
+        recorder.gate.set()
+        assert await newcomer == "b0"
+        await asyncio.gather(running, *a_jobs[:-1])
+        assert "a4" not in recorder.order
+
+    asyncio.run(scenario())
+
+
+def test_with_every_place_taken_by_equals_a_newcomer_with_as_many_is_refused(
+    pool: ThreadPoolExecutor,
+) -> None:
+    queue = HashQueue(pool, 1, max_waiting_per_caller=10, max_waiting=2)
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        running = asyncio.create_task(queue.run("a", recorder.job, "a0"))
+        await started(recorder)
+        waiting = [asyncio.create_task(queue.run(c, recorder.job, f"{c}1")) for c in "ab"]
+        await asyncio.sleep(0)
+        with pytest.raises(Unavailable):
+            await queue.run("c", recorder.job, "c1")
+        recorder.gate.set()
+        await asyncio.gather(running, *waiting)
+
+    asyncio.run(scenario())
