@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 from envoy.config.core.v3 import base_pb2
@@ -267,7 +268,9 @@ class EnvoyAuthorizationServicer:
                 plugin,
                 permission,
                 action,
-                caller=lambda: _downstream(attributes, context),
+                # Positional, and a partial rather than a lambda: a keyword argument and
+                # closure cells cost every Check about 2k instructions (callgrind).
+                partial(_downstream, attributes, context),
             )
         except InvalidArgument as error:
             if not isinstance(request, external_auth_pb2.CheckRequest):

@@ -120,14 +120,13 @@ class Checker:
         self.cache_hits = 0
         self.cache_misses = 0
 
-    async def check(
+    async def check(  # noqa: PLR0917 (positional: a keyword costs every Check, callgrind)
         self,
         token: str,
         authorization: str,
         plugin: str,
         permission: str,
         action: int,
-        *,
         caller: Caller = lambda: "",
     ) -> Decision:
         """Decide whether the token (raw, or in an Authorization value) may do this.
