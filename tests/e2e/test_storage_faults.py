@@ -7,12 +7,7 @@ every write: a create acknowledged into a deleted file would be lost at the next
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz.v1 import authz_pb2 as pb
 from server_process import ADMIN_METADATA, ServerProcess
+from small_disk import SmallDisk, mounted_small_disk
 
 SERVICES = (
     "",
@@ -51,66 +47,27 @@ def _records(server: ServerProcess) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.lines if line.startswith("{")]
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        pytest.skip(f"no {name} command")
-    return found
-
-
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
     """A tiny tmpfs mounted under tmp_path; skipped where mounting one is not allowed."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount, umount = _tool("mount"), _tool("umount")
-    point = tmp_path / "small-disk"
-    point.mkdir()
-    mounted = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", f"size={DISK_BYTES},mode=0700", "tmpfs", str(point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
-    try:
-        yield point
-    finally:
-        if subprocess.run([umount, str(point)], check=False).returncode != 0:
-            subprocess.run([umount, "-l", str(point)], check=True)
+    yield from mounted_small_disk(tmp_path, DISK_BYTES)
 
 
-def _fill(disk: Path, database: Path) -> Path:
-    """Fill every free byte of `disk`, the database's write-ahead log emptied first (so the
-    next write must grow it); returns the filler file, whose removal frees the space."""
-    with contextlib.closing(sqlite3.connect(database, timeout=10)) as conn:
-        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    assert busy == 0, "the checkpoint could not empty the write-ahead log"
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        with contextlib.suppress(OSError):  # ENOSPC ends the loop: the disk is full
-            while True:
-                os.write(fd, b"\0" * 4096)
-    finally:
-        os.close(fd)
-    return filler
-
-
-def test_a_create_on_a_full_disk_is_unavailable_and_logs_no_traceback(small_disk: Path) -> None:
-    database = small_disk / "authz.db"
+def test_a_create_on_a_full_disk_is_unavailable_and_logs_no_traceback(
+    small_disk: SmallDisk,
+) -> None:
+    database = small_disk.path / "authz.db"
     server = ServerProcess(database)
     try:
         _create(server, "before-full")
-        filler = _fill(small_disk, database)
+        small_disk.fill(database)
 
         with pytest.raises(grpc.RpcError) as refused:
             _create(server, "on-full-disk")
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
         assert "full" in (refused.value.details() or "")
 
-        filler.unlink()
+        small_disk.free()
         _create(server, "after-full")
         listed = server.admin.ListEntries(pb.ListEntriesRequest(), metadata=ADMIN_METADATA)
     finally:

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
 import sqlite3
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -24,6 +21,7 @@ import pytest
 from authz_service.adapters import DatabaseFileWatch, SqliteStore
 from authz_service.core.errors import Unavailable
 from authz_service.core.model import Entry, Restriction
+from small_disk import SmallDisk, mounted_small_disk
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DISK_BYTES = 1024 * 1024
@@ -44,63 +42,10 @@ def _entry(n: int) -> Entry:
     )
 
 
-class SmallDisk:
-    """A tmpfs of DISK_BYTES mounted at `path`, which `fill` fills up and `free` empties."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._filler = path / "filler"
-
-    def fill(self, database: Path) -> None:
-        """Fill every free byte. The database's write-ahead log is emptied first, so the
-        next write must grow it (a log with room left could take a write or two)."""
-        with contextlib.closing(sqlite3.connect(database, timeout=10)) as conn:
-            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        assert busy == 0, "the checkpoint could not empty the write-ahead log"
-        chunk = b"\0" * 4096
-        fd = os.open(self._filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            with contextlib.suppress(OSError):  # ENOSPC ends the loop: the disk is full
-                while True:
-                    os.write(fd, chunk)
-        finally:
-            os.close(fd)
-        assert shutil.disk_usage(self.path).free < len(chunk)
-
-    def free(self) -> None:
-        """Give the filled space back."""
-        self._filler.unlink()
-
-
-def _mount_tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        pytest.skip(f"no {name} command")
-    return found
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
     """A real, tiny file system; skipped where mounting one is not allowed (not root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount, umount = _mount_tool("mount"), _mount_tool("umount")
-    point = tmp_path / "small-disk"
-    point.mkdir()
-    mounted = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", f"size={DISK_BYTES},mode=0700", "tmpfs", str(point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
-    try:
-        yield SmallDisk(point)
-    finally:
-        # Lazily if something still holds a file there: the mount must never outlive the test.
-        if subprocess.run([umount, str(point)], check=False).returncode != 0:
-            subprocess.run([umount, "-l", str(point)], check=True)
+    yield from mounted_small_disk(tmp_path, DISK_BYTES)
 
 
 def _writes(store: SqliteStore) -> dict[str, Callable[[], None]]:

@@ -467,20 +467,37 @@ def test_an_admin_may_change_entries_within_its_rights_and_its_own(world: World)
     assert run(scenario()).reason == "permission_not_allowed"
 
 
+class HeldHashes:
+    """Once `hold()` is called, new verifiers wait: `entered` is set when a hash starts, which
+    then waits for `gate` (set it to let every hash go on)."""
+
+    def __init__(self, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.entered, self.gate = threading.Event(), threading.Event()
+        self._world, self._monkeypatch = world, monkeypatch
+
+    def hold(self) -> None:
+        real_hash = self._world.hasher.hash
+
+        def held_hash(token: str) -> str:
+            self.entered.set()
+            assert self.gate.wait(10)
+            return real_hash(token)
+
+        self._monkeypatch.setattr(self._world.hasher, "hash", held_hash)
+
+
+@pytest.fixture
+def held_hashes(world: World, monkeypatch: pytest.MonkeyPatch) -> HeldHashes:
+    return HeldHashes(world, monkeypatch)
+
+
 @pytest.mark.parametrize("taken_away", ["revoked", "narrowed"])
 def test_an_admin_revoked_or_narrowed_while_its_create_waits_writes_nothing(
-    world: World, monkeypatch: pytest.MonkeyPatch, taken_away: str
+    world: World, held_hashes: HeldHashes, taken_away: str
 ) -> None:
     creator = world.seed(CREATOR_TOKEN, "creator", only(AdminPermission.CREATE))
-    entered, gate = threading.Event(), threading.Event()
-    real_hash = world.hasher.hash
-
-    def gated_hash(token: str) -> str:
-        entered.set()
-        assert gate.wait(10)
-        return real_hash(token)
-
-    monkeypatch.setattr(world.hasher, "hash", gated_hash)
+    held_hashes.hold()
+    entered, gate = held_hashes.entered, held_hashes.gate
     new = NewEntry("made-too-late", TOKEN, restrictions=[ANY_CATALOG])
 
     async def scenario() -> AuthzError:
@@ -512,17 +529,10 @@ def test_an_admin_revoked_or_narrowed_while_its_create_waits_writes_nothing(
 
 
 def test_creates_beyond_the_waiting_bound_are_unavailable_and_change_nothing(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World, held_hashes: HeldHashes
 ) -> None:
-    entered, gate = threading.Event(), threading.Event()
-    real_hash = world.hasher.hash
-
-    def gated_hash(token: str) -> str:
-        entered.set()
-        assert gate.wait(10)
-        return real_hash(token)
-
-    monkeypatch.setattr(world.hasher, "hash", gated_hash)
+    held_hashes.hold()
+    entered, gate = held_hashes.entered, held_hashes.gate
 
     async def scenario() -> list[Entry]:
         await world.admin.list(ROOT, 1, "", include_revoked=False)  # root's token, verified
