@@ -35,16 +35,21 @@ class Sink:
             self.running -= 1
 
 
-async def _run(sink: Sink, interval: float, serve_for: float) -> None:
+async def _run(sink: Sink, interval: float, serve_for: float, ticks: int = 0) -> None:
+    """Run a flusher for `serve_for` seconds, or, with `ticks`, until its clock has started
+    that many flushes (a busy machine may tick late; 30 s at most), then stop it."""
     flusher = UsageFlusher(sink, asyncio.get_running_loop(), interval)
     await asyncio.sleep(serve_for)
+    deadline = time.monotonic() + 30
+    while sink.started < ticks and time.monotonic() < deadline:
+        await asyncio.sleep(interval)
     await flusher.stop()
 
 
 def test_it_flushes_on_its_clock_and_once_more_at_stop() -> None:
     sink = Sink()
-    asyncio.run(_run(sink, 0.02, 0.3))
-    assert sink.started >= 5  # about 15 ticks, then the last flush
+    asyncio.run(_run(sink, 0.02, 0.0, ticks=4))
+    assert sink.started >= 5  # four ticks, then the last flush
 
 
 def test_a_slow_flush_is_never_joined_by_another() -> None:
@@ -72,6 +77,6 @@ def test_a_failed_flush_is_logged_and_the_next_ones_still_run(
     error: Exception, caplog: pytest.LogCaptureFixture
 ) -> None:
     sink = Sink(failures=2, error=error)
-    asyncio.run(_run(sink, 0.02, 0.2))
-    assert sink.started >= 4  # the ticks after the failures, and the last flush at stop
+    asyncio.run(_run(sink, 0.02, 0.0, ticks=3))
+    assert sink.started >= 4  # two failed ticks, one after them, and the last flush at stop
     assert "could not record last use of entries" in caplog.text
