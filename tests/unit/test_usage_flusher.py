@@ -20,11 +20,15 @@ class Sink:
         self.failures = failures
         self.error = error or Unavailable("the store is unavailable")
         self.started = 0
+        self.ticks = 0  # once `started` reaches it, `enough` is set
+        self.enough = asyncio.Event()
         self.running = 0
         self.most_at_once = 0
 
     async def flush_usage(self) -> None:
         self.started += 1
+        if self.started >= self.ticks:
+            self.enough.set()
         self.running += 1
         self.most_at_once = max(self.most_at_once, self.running)
         try:
@@ -38,11 +42,11 @@ class Sink:
 async def _run(sink: Sink, interval: float, serve_for: float, ticks: int = 0) -> None:
     """Run a flusher for `serve_for` seconds, or, with `ticks`, until its clock has started
     that many flushes (a busy machine may tick late; 30 s at most), then stop it."""
+    sink.ticks = ticks
     flusher = UsageFlusher(sink, asyncio.get_running_loop(), interval)
     await asyncio.sleep(serve_for)
-    deadline = time.monotonic() + 30
-    while sink.started < ticks and time.monotonic() < deadline:
-        await asyncio.sleep(interval)
+    if ticks:
+        await asyncio.wait_for(sink.enough.wait(), 30)
     await flusher.stop()
 
 
