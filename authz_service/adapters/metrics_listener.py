@@ -83,6 +83,11 @@ class MetricsListener:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
 
+    @property
+    def reading(self) -> int:
+        """How many connections are still sending their request headers."""
+        return len(self._reading)
+
     def start(self, listen: str) -> int:
         """Bind `listen` (HOST:PORT; OSError when it cannot be bound), start serving in a
         daemon thread and return the bound port."""

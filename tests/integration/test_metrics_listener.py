@@ -206,6 +206,9 @@ def test_a_scrape_gets_in_however_many_half_sent_requests_hold_the_places(
     try:
         for sock in held:
             sock.sendall(HALF_SENT)
+        deadline = time.monotonic() + WAIT_SECONDS
+        while listener.reading < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the listener reads all four (a busy machine is slow)
         # The first scrape finds every place taken and closes the connection that has been
         # sending its headers longest; the others take the place it frees after it.
         for _ in range(20):
