@@ -64,7 +64,9 @@ class HashQueue:
             # No one waits: straight to a thread. Shielded: a caller that gives up must not
             # free the thread's place while the thread still works.
             return await asyncio.shield(self._start(loop, caller, function, args))
-        queue = self._new.get(caller) or self._old.get(caller)
+        queue = self._new.get(caller)
+        if queue is None:
+            queue = self._old.get(caller)
         if queue is None:
             turns = self._old if caller in self._running else self._new
             queue = turns[caller] = deque()
