@@ -14,6 +14,7 @@ from .healthcheck import ProbeError, load_probe
 from .logs import configure_logging
 from .server import StartupError, serve
 from .settings import SettingsError, load_settings
+from .workers import supervise
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,6 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("serve", help="start the gRPC server")
     run.add_argument("--listen", help="HOST:PORT to listen on [AUTHZ_LISTEN, 127.0.0.1:50051]")
     run.add_argument("--db", help="SQLite database file [AUTHZ_DB, ./data/authz.db]")
+    run.add_argument(
+        "--workers",
+        help="processes serving one port, sharing the database [AUTHZ_WORKERS, 1]",
+    )
     run.add_argument(
         "--server-key-file",
         help="server key file [AUTHZ_SERVER_KEY_FILE, server.key beside the database]",
@@ -87,12 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls_key=args.tls_key,
             tls_client_ca=args.tls_client_ca,
             log_format=args.log_format,
+            workers=args.workers,
         )
     except SettingsError as exc:
         print(f"authz-service: {exc}", file=sys.stderr)  # noqa: T201 (the CLI's own voice)
         return 2
     configure_logging(settings.log_level, settings.log_format, sys.stderr)
     try:
+        if settings.workers > 1:
+            return supervise(settings)
         asyncio.run(serve(settings))
     except StartupError as exc:
         print(f"authz-service: {exc}", file=sys.stderr)  # noqa: T201 (the CLI's own voice)

@@ -9,9 +9,11 @@ import signal
 import socket
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
@@ -28,15 +30,17 @@ from .adapters import (
     SqliteStore,
     load_or_create_key,
 )
-from .adapters.metrics import open_metrics
+from .adapters.metrics import metrics_registry, open_metrics
 from .adapters.metrics_listener import MetricsListener
-from .adapters.sqlite_store import DatabaseInUse
+from .adapters.stores import open_store
 from .adapters.tls import ServerTls, TlsError, load_server_tls
+from .adapters.worker_metrics import SnapshotWriter, snapshot_path
 from .api import AdminServicer, AuthzServicer
 from .api.envoy import SERVICE_NAME as ENVOY_SERVICE
 from .api.envoy import EnvoyAuthorizationServicer
 from .api.health import HealthServicer
 from .core.errors import AuthzError
+from .core.model import State
 from .registration import GenericOnly
 from .settings import Settings
 from .transport import raise_descriptor_limit, server_options
@@ -51,12 +55,22 @@ SERVICE_NAMES = (
     ENVOY_SERVICE,
 )
 ADMIN_SERVICE = authz_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
-# Connection limits and keepalive (transport.SERVER_OPTIONS), so_reuseport off among them.
+# Connection limits and keepalive (transport.SERVER_OPTIONS), so_reuseport off among them: a
+# port another process serves is refused, unless workers share it (`--workers`).
 _SERVER_OPTIONS = server_options()
+_WORKER_OPTIONS = server_options({"grpc.so_reuseport": 1})
 
 
 class StartupError(Exception):
     """The server cannot start with these settings; the message is one line saying why."""
+
+
+@dataclass(frozen=True)
+class Worker:
+    """Which worker of `serve --workers` this process is, and where its metrics go."""
+
+    index: int
+    metrics_dir: Path
 
 
 @dataclass
@@ -66,6 +80,8 @@ class Service:
     server: grpc.aio.Server
     port: int
     store: SqliteStore
+    checker: Checker
+    admin_calls: dict[tuple[str, str], int]
     health: HealthServicer
     pools: tuple[ThreadPoolExecutor, ...]
     flusher: UsageFlusher
@@ -96,43 +112,57 @@ class Service:
         self.store.close()
 
 
-async def start(settings: Settings) -> Service:
-    """Open the store, make sure the bootstrap admin exists, and start serving."""
-    tls = _server_tls(settings)
+def open_settings_store(settings: Settings) -> tuple[bytes, SqliteStore]:
+    """The server key and the store the settings name (created or migrated as needed)."""
     try:
         key = load_or_create_key(settings.key_path)
-        store = SqliteStore(settings.db_path, exclusive=True)
-    except (ServerKeyError, DatabaseInUse) as exc:
+        store = open_store(settings.db)
+    except ServerKeyError as exc:
         raise StartupError(str(exc)) from None
     except (OSError, sqlite3.Error, AuthzError) as exc:
-        raise StartupError(f"cannot use database {settings.db_path}: {exc}") from None
+        raise StartupError(f"cannot use database {settings.db}: {exc}") from None
+    return key, store
+
+
+async def prepare(settings: Settings) -> tuple[SqliteStore, Checker, Admin, ThreadPoolExecutor]:
+    """Open the store, make sure the bootstrap admin exists, and build the use cases over
+    them; the caller owns the store and the argon2 pool."""
+    key, store = open_settings_store(settings)
     hash_pool = ThreadPoolExecutor(settings.hash_workers, thread_name_prefix="argon2")
-    write_pool = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
     hasher = Argon2Hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
-    # The database lock makes this process the store's only writer, so Check may answer tag
-    # misses from the set of tags in memory.
     checker = Checker(
         store,
         hasher,
         key,
         hash_pool,
-        write_pool,
         hash_workers=settings.hash_workers,
         cache_size=settings.cache_size,
-        known_tags=store.all_tags(),
     )
-    admin = Admin(store, hasher, checker, key=key, write_pool=write_pool)
-    if settings.bootstrap_token:
-        try:
+    admin = Admin(store, hasher, checker, key=key)
+    try:
+        await checker.start()
+        if settings.bootstrap_token:
             bootstrap = await admin.ensure_bootstrap_admin(settings.bootstrap_token)
-        except AuthzError as exc:
-            store.close()
-            raise StartupError(str(exc)) from None  # it names the bootstrap token
-        log.info("bootstrap-admin is ready (entry %s)", bootstrap.id)
+            log.info("bootstrap-admin is ready (entry %s)", bootstrap.id)
+    except AuthzError as exc:
+        hash_pool.shutdown()
+        store.close()
+        raise StartupError(str(exc)) from None  # a bootstrap problem names the bootstrap token
+    return store, checker, admin, hash_pool
 
-    server = grpc.aio.server(options=_SERVER_OPTIONS)
+
+async def start(settings: Settings, *, shared_port: bool = False) -> Service:
+    """Open the store, make sure the bootstrap admin exists, and start serving.
+
+    With `shared_port`, the listening ports are shared with other processes (SO_REUSEPORT):
+    a worker of `serve --workers`, whose supervisor holds the ports.
+    """
+    tls = _server_tls(settings)
+    store, checker, admin, hash_pool = await prepare(settings)
+    options = _WORKER_OPTIONS if shared_port else _SERVER_OPTIONS
+    server = grpc.aio.server(options=options)
     # With AUTHZ_ADMIN_LISTEN, AdminService lives on its own server, absent from the main one.
-    admin_server = grpc.aio.server(options=_SERVER_OPTIONS) if settings.admin_listen else None
+    admin_server = grpc.aio.server(options=options) if settings.admin_listen else None
     # The generated registration functions are untyped. The Check services come first: the
     # generic handlers are asked in order.
     authz_pb2_grpc.add_AuthzServiceServicer_to_server(AuthzServicer(checker), GenericOnly(server))  # type: ignore[no-untyped-call]
@@ -148,33 +178,41 @@ async def start(settings: Settings) -> Service:
         names = tuple(name for name in SERVICE_NAMES if name != ADMIN_SERVICE)
     servers = [server]
     try:
-        port, health_servicer = await _open(server, settings.listen, names, tls)
+        port, health_servicer = await _open(server, settings.listen, names, tls, shared_port)
         admin_port, admin_health = 0, None
         if admin_server is not None:
             servers.append(admin_server)
             admin_port, admin_health = await _open(
-                admin_server, settings.admin_listen, (ADMIN_SERVICE,), tls
+                admin_server, settings.admin_listen, (ADMIN_SERVICE,), tls, shared_port
             )
             host = settings.admin_listen.rpartition(":")[0]
             log.info("admin on %s:%d (%s)", host, admin_port, _security(settings))
         metrics = (
-            _start_metrics(settings.metrics_listen, checker, admin_servicer.calls.counts, store)
+            _start_metrics(
+                settings.metrics_listen,
+                checker,
+                admin_servicer.calls.counts,
+                store.file.count_by_state,
+            )
             if settings.metrics_listen
             else None
         )
     except StartupError:
         for each in servers:
             await each.stop(None)
+        hash_pool.shutdown()
         store.close()
         raise
-    flusher = UsageFlusher(checker, asyncio.get_running_loop())
+    flusher = UsageFlusher(checker.usage, asyncio.get_running_loop())
     watch = _watch_database(store, (health_servicer, names), (admin_health, (ADMIN_SERVICE,)))
     return Service(
         server,
         port,
         store,
+        checker,
+        admin_servicer.calls.counts,
         health_servicer,
-        (hash_pool, write_pool),
+        (hash_pool,),
         flusher,
         admin_server,
         admin_port,
@@ -184,11 +222,19 @@ async def start(settings: Settings) -> Service:
     )
 
 
-async def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then drain in-flight calls and return."""
+async def serve(settings: Settings, worker: Worker | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain in-flight calls and return.
+
+    As a `worker` of `serve --workers`, the ports are shared with the other workers, and the
+    metrics go to the supervisor (see `adapters.worker_metrics`) instead of a listener.
+    """
     # Every connection holds a descriptor: as many as the system allows this process.
     open_files = raise_descriptor_limit()
-    service = await start(settings)
+    service = await start(settings, shared_port=worker is not None)
+    snapshots = None
+    if worker is not None:
+        registry = metrics_registry(service.checker, service.admin_calls)
+        snapshots = SnapshotWriter(registry, snapshot_path(worker.metrics_dir, worker.index))
     # What start-up made lives as long as the process: out of the collector's way, so its
     # full collections do not walk it again (callgrind: 2k instructions less per Check).
     gc.collect()
@@ -199,7 +245,7 @@ async def serve(settings: Settings) -> None:
         host,
         service.port,
         _security(settings),
-        settings.db_path,
+        settings.db,
     )
     log.info("open-file limit %d", open_files)
     stopping = asyncio.Event()
@@ -209,6 +255,8 @@ async def serve(settings: Settings) -> None:
     await stopping.wait()
     log.info("stopping: draining in-flight calls (up to %.0f s)", settings.grace_seconds)
     await service.stop(settings.grace_seconds)
+    if snapshots is not None:
+        snapshots.stop()
     log.info("stopped")
 
 
@@ -244,10 +292,13 @@ def _server_tls(settings: Settings) -> ServerTls | None:
 
 
 def _start_metrics(
-    listen: str, checker: Checker, admin_calls: dict[tuple[str, str], int], store: SqliteStore
+    listen: str,
+    checker: Checker,
+    admin_calls: dict[tuple[str, str], int],
+    count_entries: Callable[[datetime], dict[State, int]],
 ) -> MetricsListener:
     try:
-        listener = open_metrics(listen, checker, admin_calls, store)
+        listener = open_metrics(listen, checker, admin_calls, count_entries)
     except OSError as exc:
         raise StartupError(f"cannot serve metrics on {listen}: {exc.strerror}") from None
     log.info("metrics on %s:%d", listen.rpartition(":")[0], listener.port)
@@ -255,12 +306,17 @@ def _start_metrics(
 
 
 async def _open(
-    server: grpc.aio.Server, listen: str, names: Sequence[str], tls: ServerTls | None
+    server: grpc.aio.Server,
+    listen: str,
+    names: Sequence[str],
+    tls: ServerTls | None,
+    shared: bool = False,
 ) -> tuple[int, Any]:
-    """Bind `listen` (TLS when `tls` is given), add health and reflection for `names`, start
-    serving; returns the bound port and the health servicer."""
+    """Bind `listen` (TLS when `tls` is given; with `shared`, beside the other workers), add
+    health and reflection for `names`, start serving; returns the bound port and the health
+    servicer."""
     try:
-        _probe_listen(listen)
+        _probe_listen(listen, shared)
     except OSError as exc:
         raise StartupError(f"cannot listen on {listen}: {exc.strerror}") from None
     servicer = HealthServicer()
@@ -292,21 +348,34 @@ def _security(settings: Settings) -> str:
     return "TLS"
 
 
-def _probe_listen(listen: str) -> None:
+def _probe_listen(listen: str, shared: bool = False) -> None:
     """Bind the address once ourselves, so a taken or foreign address fails with a clear reason
     instead of grpc's multi-line log."""
+    reserve_port(listen, shared).close()
+
+
+def reserve_port(listen: str, shared: bool = False) -> socket.socket:
+    """A socket bound (not listening) to `listen`; with `shared`, with SO_REUSEPORT, so the
+    processes of `serve --workers` can all bind the port while it is held. OSError if taken."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, int(port)))
+    held = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind((host, int(port)))
+    except OSError:
+        held.close()
+        raise
+    return held
 
 
 class UsageSink(Protocol):
-    """What UsageFlusher flushes: `Checker`."""
+    """What UsageFlusher flushes: `UsageRecorder`."""
 
-    async def flush_usage(self) -> None:
+    async def flush(self) -> None:
         """Write the entries' latest use to the store."""
 
 
@@ -348,7 +417,7 @@ class UsageFlusher:
     async def _flush_logged(self) -> None:
         # Never raises: a failed flush must not end the clock or the shutdown after it.
         try:
-            await self._checker.flush_usage()
+            await self._checker.flush()
         except AuthzError as exc:
             log.warning("could not record last use of entries: %s", exc)
         except Exception:  # logged; the times stay unwritten, nothing else is lost

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .adapters.argon2_hasher import MEMORY_COST_KIB, TIME_COST
+from .adapters.stores import StoreSettingError, sqlite_path
 from .core.rules import token_problem
 from .logs import FORMATS
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DB = Path("data") / "authz.db"
+MAX_WORKERS = 64
 _LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})")
 
 
@@ -26,7 +28,8 @@ class Settings:
     """Everything `authz-service serve` needs to start."""
 
     listen: str = DEFAULT_LISTEN
-    db_path: Path = DEFAULT_DB
+    # AUTHZ_DB as given: the store factory (adapters.stores) reads it.
+    db: str = str(DEFAULT_DB)
     server_key_file: Path | None = None
     # repr=False: settings may be logged; the bootstrap token never is.
     bootstrap_token: str = field(default="", repr=False)
@@ -45,6 +48,13 @@ class Settings:
     cache_size: int = 10_000
     hash_workers: int = max(1, (os.cpu_count() or 2) - 1)
     grace_seconds: float = 10.0
+    # Processes serving one port (AUTHZ_WORKERS / --workers).
+    workers: int = 1
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file AUTHZ_DB names."""
+        return sqlite_path(self.db)
 
     @property
     def key_path(self) -> Path:
@@ -66,6 +76,7 @@ def load_settings(
     tls_key: str | None = None,
     tls_client_ca: str | None = None,
     log_format: str | None = None,
+    workers: str | None = None,
 ) -> Settings:
     """Settings from flags (when given) over the environment over defaults."""
     listen = _address(
@@ -106,9 +117,14 @@ def load_settings(
             "AUTHZ_TLS_CLIENT_CA/--tls-client-ca: client certificates need TLS; "
             "set AUTHZ_TLS_CERT and AUTHZ_TLS_KEY too"
         )
+    db = db or environ.get("AUTHZ_DB") or str(DEFAULT_DB)
+    try:
+        sqlite_path(db)
+    except StoreSettingError as exc:
+        raise SettingsError(f"AUTHZ_DB/--db: {exc}") from None
     return Settings(
         listen=listen,
-        db_path=Path(db or environ.get("AUTHZ_DB") or DEFAULT_DB),
+        db=db,
         server_key_file=Path(key_file) if key_file else None,
         bootstrap_token=_bootstrap_token(
             bootstrap_token_file or environ.get("AUTHZ_BOOTSTRAP_TOKEN_FILE"), environ
@@ -122,7 +138,16 @@ def load_settings(
         tls_client_ca=Path(client_ca) if client_ca else None,
         argon2_time_cost=_number(environ, "AUTHZ_ARGON2_TIME_COST", TIME_COST, 1),
         argon2_memory_kib=_number(environ, "AUTHZ_ARGON2_MEMORY_KIB", MEMORY_COST_KIB, 8),
+        workers=_workers(workers or environ.get("AUTHZ_WORKERS") or "1"),
     )
+
+
+def _workers(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise SettingsError(
+            f"AUTHZ_WORKERS/--workers: must be a whole number from 1 to {MAX_WORKERS}"
+        )
+    return int(text)
 
 
 def _address(name: str, value: str) -> str:

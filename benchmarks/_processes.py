@@ -52,10 +52,15 @@ class Server:
 
     @classmethod
     def authz(
-        cls, db: Path, env: dict[str, str] | None = None, listen: str = "127.0.0.1:0"
+        cls,
+        db: Path,
+        env: dict[str, str] | None = None,
+        listen: str = "127.0.0.1:0",
+        workers: int = 1,
     ) -> Server:
-        """The real service on `db`, with metrics."""
+        """The real service on `db`, with metrics (`workers`: `serve --workers`)."""
         argv = [sys.executable, "-m", "authz_service.cli", "serve", "--listen", listen]
+        argv += ["--workers", str(workers)]
         argv += ["--db", str(db), "--metrics-listen", "127.0.0.1:0", "--log-level", "WARNING"]
         # WARNING hides the port lines; INFO for those, nothing else is logged per call.
         argv[-1] = "INFO"

@@ -251,6 +251,7 @@ def run(sizes: Sizes, work: Path) -> list[Row]:
             server.stop()
     rows += burst_rows(Row, work, sizes.decoys, ADMIN_TOKEN)
     rows.append(_workers_row(sizes, small))
+    rows.append(_service_workers_row(sizes, work / "small" / "authz.db", small))
     rows.append(_memory_row(work / "large" / "authz.db", large, sizes.cached))
     return rows
 
@@ -282,6 +283,34 @@ def _workers_row(sizes: Sizes, tokens: Seeded) -> Row:
         "for --workers",
         True,
         f"h2load -c 8, unpinned; one process {alone.rps:,.0f}/s",
+    )
+
+
+def _service_workers_row(sizes: Sizes, db: Path, tokens: Seeded) -> Row:
+    """The service itself with `--workers 2` against `--workers 1`, unpinned, one database."""
+    one_worker = Server.authz(db)
+    two_workers = Server.authz(db, workers=2)
+    try:
+        one, two = rounds_of(
+            [
+                lambda: h2load(one_worker.target, warm_body(tokens), sizes.seconds, clients=8),
+                lambda: h2load(two_workers.target, warm_body(tokens), sizes.seconds, clients=8),
+            ],
+            sizes.rounds,
+        )
+    finally:
+        one_worker.stop()
+        two_workers.stop()
+    alone, shared = median_load(one), median_load(two)
+    return Row(
+        "warm Check, --workers 2 vs --workers 1",
+        shared.rps,
+        shared.p50_ms,
+        shared.p99_ms,
+        paired_ratio(two, one),
+        "reported",
+        True,
+        f"h2load -c 8, unpinned; --workers 1 {alone.rps:,.0f}/s",
     )
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from authz_service.adapters import Argon2Hasher, SqliteStore, load_or_create_key
+from authz_service.adapters import Argon2Hasher, load_or_create_key
+from authz_service.adapters.sqlite_store import SqliteFile
 from authz_service.core.model import Action, Entry, Restriction
 from authz_service.core.tokens import lookup_tag
 
@@ -43,7 +44,7 @@ def new_token() -> str:
 def seed(db: Path, *, warm: int, fillers: int, decoys: int) -> Seeded:
     """Create `db` (and its server key beside it) holding the requested entries."""
     key = load_or_create_key(db.parent / "server.key")
-    store = SqliteStore(db)
+    store = SqliteFile(db)  # the blocking store: seeding runs before any server, on no loop
     full = Argon2Hasher()
     now = datetime.now(UTC)
     tokens = Seeded(
@@ -80,7 +81,7 @@ def seed(db: Path, *, warm: int, fillers: int, decoys: int) -> Seeded:
     return tokens
 
 
-def _insert(store: SqliteStore, rows: Iterable[Entry]) -> None:
+def _insert(store: SqliteFile, rows: Iterable[Entry]) -> None:
     batch: list[Entry] = []
     for row in rows:
         batch.append(row)

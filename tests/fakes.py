@@ -1,8 +1,10 @@
 """In-memory stand-ins for the ports the use cases need: an entry store and a token hasher.
 
-`InMemoryStore` keeps the semantics of `SqliteStore` (the contract suite in
-`tests/integration/test_store_contract.py` runs against both), so unit tests of the use cases
-learn what the real store would do, without a file.
+`InMemoryStore` keeps the semantics of `SqliteFile` (the contract suite in
+`tests/integration/test_store_contract.py` runs against both, each behind `ThreadedStore` as
+the server runs them), so unit tests of the use cases learn what the real store would do,
+without a file. Tests set up and inspect it directly, and hand `memory_port(store)` to the
+use cases.
 """
 
 from __future__ import annotations
@@ -15,31 +17,65 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 
+from authz_service.adapters.threaded_store import ThreadedStore
+from authz_service.core.changes import Change, ChangeKind, Changes, ClaimChanged, Event
 from authz_service.core.errors import Aborted, AlreadyExists, NotFound
 from authz_service.core.model import Entry, State
 from authz_service.core.ports import Cursor
 
 
+def memory_port(store: InMemoryStore | None = None) -> ThreadedStore:
+    """The `EntryStore` port over an in-memory store, with threads as the server's has."""
+    return ThreadedStore(store if store is not None else InMemoryStore())
+
+
 class InMemoryStore:
-    """`EntryStore` in a dict. Thread-safe: the use cases read on the event loop and write on a
-    writer thread, as they do with the real store."""
+    """A blocking store in a dict (see `ThreadedStore`). Thread-safe: it is called from the
+    store's reader and writer threads, and from tests."""
 
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}
         self._retired: list[tuple[int, str]] = []  # (lookup tag, verifier)
+        self._events: list[Event] = []
         self._lock = threading.Lock()
+        # Moves at every write, as `PRAGMA data_version` does for another connection's commit.
+        self._version = 0
         self.closed = False
 
-    def add(self, entry: Entry) -> None:
+    def version(self) -> int:
+        """Moves at every write (record_use included)."""
+        with self._lock:
+            return self._version
+
+    def head(self) -> int:
+        """The newest event's revision."""
+        with self._lock:
+            return self._events[-1].revision if self._events else 0
+
+    def changes(self, after: int) -> Changes:
+        """Every event past `after`, and the entries they name now."""
+        with self._lock:
+            events = tuple(e for e in self._events if e.revision > after)
+            return Changes(events, {e.entry_id: self._entries[e.entry_id] for e in events})
+
+    def events(self) -> list[Event]:
+        """Every event appended so far, oldest first."""
+        with self._lock:
+            return list(self._events)
+
+    def add(self, entry: Entry, change: Change | None = None) -> Event:
         """Insert a new entry; AlreadyExists if its id, or its subject among unrevoked entries,
         is taken (a revoked entry may share a subject, as the partial unique index allows)."""
+        change = change or Change()
         with self._lock:
+            self._hold(change)
             taken = entry.id in self._entries or (
                 entry.revoke_time is None and self._unrevoked(entry.subject) is not None
             )
             if taken:
                 raise AlreadyExists("subject: an unrevoked entry already has this subject")
             self._entries[entry.id] = entry
+            return self._append(entry, ChangeKind.CREATED, change)
 
     def get(self, entry_id: str) -> Entry:
         """The entry with this id; NotFound if there is none."""
@@ -59,21 +95,24 @@ class InMemoryStore:
         with self._lock:
             return [e for e in self._entries.values() if e.lookup_tag == tag]
 
-    def replace(self, entry: Entry) -> None:
+    def replace(self, entry: Entry, change: Change | None = None) -> Event:
         """Write `entry` over revision `entry.revision - 1`; NotFound or Aborted otherwise.
 
         Every field but `last_used_time` (owned by `record_use`) and the token (owned by
         `rotate`) is written, as the SQLite store does. A write that would leave two unrevoked
         entries with one subject raises AlreadyExists (as the SQLite unique index does).
         """
-        self._write_over(entry, rotate=False)
+        kind = ChangeKind.REVOKED if entry.revoke_time is not None else ChangeKind.UPDATED
+        return self._write_over(entry, kind, change or Change())
 
-    def rotate(self, entry: Entry) -> None:
+    def rotate(self, entry: Entry, change: Change | None = None) -> Event:
         """`replace` with the entry's new token; the old verifier is retired."""
-        self._write_over(entry, rotate=True)
+        return self._write_over(entry, ChangeKind.ROTATED, change or Change())
 
-    def _write_over(self, entry: Entry, *, rotate: bool) -> None:
+    def _write_over(self, entry: Entry, kind: ChangeKind, change: Change) -> Event:
+        rotate = kind is ChangeKind.ROTATED
         with self._lock:
+            self._hold(change)
             current = self._entries.get(entry.id)
             if current is None:
                 raise NotFound(entry.id)
@@ -87,6 +126,26 @@ class InMemoryStore:
             else:
                 entry = replace(entry, verifier=current.verifier, lookup_tag=current.lookup_tag)
             self._entries[entry.id] = replace(entry, last_used_time=current.last_used_time)
+            return self._append(entry, kind, change)
+
+    def _hold(self, change: Change) -> None:
+        """As the SQLite store does in its transaction: the guard, then the claim."""
+        if change.guard is not None:
+            change.guard(self._entries.get(change.actor_id) if change.actor_id else None)
+        claim = change.claim
+        if claim is not None:
+            stored = [e.verifier for e in self._entries.values() if e.lookup_tag == claim.tag]
+            stored += [verifier for tag, verifier in self._retired if tag == claim.tag]
+            if any(verifier not in claim.checked for verifier in stored):
+                raise ClaimChanged
+
+    def _append(self, entry: Entry, kind: ChangeKind, change: Change) -> Event:
+        event = Event(
+            len(self._events) + 1, entry.id, kind, change.actor_id, change.fields, entry.update_time
+        )
+        self._events.append(event)
+        self._version += 1
+        return event
 
     def all_tags(self) -> set[int]:
         """The lookup tag of every entry, revoked ones included."""
@@ -104,6 +163,7 @@ class InMemoryStore:
             current = self._entries.get(entry_id)
             if current is not None and current.verifier == old:
                 self._entries[entry_id] = replace(current, verifier=new)
+                self._version += 1
 
     def list_entries(self, after: Cursor | None, limit: int, include_revoked: bool) -> list[Entry]:
         """Up to `limit` entries ordered by (create_time, id), strictly after `after`."""
@@ -125,6 +185,7 @@ class InMemoryStore:
                     continue
                 if current.last_used_time is None or when > current.last_used_time:
                     self._entries[entry_id] = replace(current, last_used_time=when)
+            self._version += 1
 
     def count_by_state(self, now: datetime) -> dict[State, int]:
         """Entries by state at `now`."""

@@ -33,7 +33,6 @@ log = logging.getLogger("authz_service.metrics")
 
 if TYPE_CHECKING:
     from authz_service.core.model import State
-    from authz_service.core.ports import EntryStore
     from authz_service.usecases import Checker
 
 
@@ -49,22 +48,22 @@ class CheckerCollector(Collector):
         checks = CounterMetricFamily(
             "authz_checks", "Check answers by decision and reason", labels=["decision", "reason"]
         )
-        for reason, count in sorted(self._checker.answers.items()):
+        for reason, count in sorted(self._checker.counters.answers.items()):
             checks.add_metric(["allow" if not reason else "deny", reason or "ok"], count)
         yield checks
         yield CounterMetricFamily(
             "authz_argon2_verifications",
             "argon2 verifications made by Check",
-            value=self._checker.argon2_verifications,
+            value=self._checker.counters.argon2_verifications,
         )
-        latency = self._checker.check_seconds
+        latency = self._checker.counters.check_seconds
         yield HistogramMetricFamily(
             "authz_check_duration_seconds",
             "Time from a Check's start to its answer in this process (transport excluded)",
             buckets=latency.cumulative(),
             sum_value=latency.total,
         )
-        durations = self._checker.argon2_seconds
+        durations = self._checker.counters.argon2_seconds
         yield HistogramMetricFamily(
             "authz_argon2_verification_seconds",
             "Time one argon2 verification took (cold checks only), in its worker thread",
@@ -74,22 +73,22 @@ class CheckerCollector(Collector):
         yield CounterMetricFamily(
             "authz_cache_hits",
             "Checks whose token was in the cache of verified tokens",
-            value=self._checker.cache_hits,
+            value=self._checker.counters.cache_hits,
         )
         yield CounterMetricFamily(
             "authz_cache_misses",
             "Checks whose token was not in the cache (looked up by tag, maybe verified)",
-            value=self._checker.cache_misses,
+            value=self._checker.counters.cache_misses,
         )
         yield CounterMetricFamily(
             "authz_tag_misses",
             "Checks whose lookup tag matched no entry (no argon2 work)",
-            value=self._checker.tag_misses,
+            value=self._checker.counters.tag_misses,
         )
         yield GaugeMetricFamily(
             "authz_cache_tokens",
             "Verified tokens held in the cache",
-            value=self._checker.cache_size,
+            value=len(self._checker.tokens),
         )
 
 
@@ -100,13 +99,13 @@ class AdminCollector(Collector):
     def __init__(
         self,
         calls: Mapping[tuple[str, str], int],
-        store: EntryStore,
+        count_entries: Callable[[datetime], dict[State, int]] | None,
         *,
         count_seconds: float = MetricsLimits.count_seconds,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._calls = calls
-        self._store = store
+        self._count_entries = count_entries
         self._count_seconds = count_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -122,19 +121,22 @@ class AdminCollector(Collector):
         for (rpc, code), count in sorted(self._calls.items()):
             calls.add_metric([rpc, code], count)
         yield calls
+        if self._count_entries is None:
+            return
         entries = GaugeMetricFamily("authz_entries", "Entries by state", labels=["state"])
         for state, count in self._entry_counts().items():
             entries.add_metric([state.name.lower()], count)
         yield entries
 
     def _entry_counts(self) -> dict[State, int]:
+        assert self._count_entries is not None  # noqa: S101 (collect() asks only then)
         with self._lock:
             now = self._clock()
             if now - self._counted_at >= self._count_seconds:
                 # Set first: a failing count is not retried by every scrape either.
                 self._counted_at = now
                 try:
-                    self._counts = self._store.count_by_state(datetime.now(UTC))
+                    self._counts = self._count_entries(datetime.now(UTC))
                 except AuthzError as exc:
                     # The storage is failing, which is when the other metrics matter most:
                     # they are served, with the last good counts (none before the first).
@@ -163,23 +165,46 @@ class ListenerCollector(Collector):
         yield dropped
 
 
+def metrics_registry(
+    checker: Checker,
+    admin_calls: Mapping[tuple[str, str], int] | None = None,
+    count_entries: Callable[[datetime], dict[State, int]] | None = None,
+    *,
+    count_seconds: float = MetricsLimits.count_seconds,
+) -> CollectorRegistry:
+    """A registry of this process's Check counters, and its admin calls (`admin_calls`) and the
+    entries by state (`count_entries`, a blocking store's `count_by_state`) when given."""
+    registry = CollectorRegistry()
+    registry.register(CheckerCollector(checker))
+    if admin_calls is not None:
+        registry.register(AdminCollector(admin_calls, count_entries, count_seconds=count_seconds))
+    return registry
+
+
 def open_metrics(
     listen: str,
     checker: Checker,
     admin_calls: Mapping[tuple[str, str], int] | None = None,
-    store: EntryStore | None = None,
+    count_entries: Callable[[datetime], dict[State, int]] | None = None,
     limits: MetricsLimits | None = None,
 ) -> MetricsListener:
     """A started listener serving /metrics on `listen` (HOST:PORT); OSError when it cannot bind.
 
-    With `admin_calls` (AdminCalls.counts) and `store`, admin calls and entries are served too.
+    With `admin_calls` (AdminCalls.counts) and `count_entries` (a blocking store's
+    `count_by_state`, called on the listener's thread), admin calls and entries are served too.
     """
     limits = limits or MetricsLimits()
-    registry = CollectorRegistry()
-    registry.register(CheckerCollector(checker))
-    if admin_calls is not None and store is not None:
-        registry.register(AdminCollector(admin_calls, store, count_seconds=limits.count_seconds))
-    listener = MetricsListener(registry, limits)
+    registry = metrics_registry(
+        checker, admin_calls, count_entries, count_seconds=limits.count_seconds
+    )
+    return serve_registry(listen, registry, limits)
+
+
+def serve_registry(
+    listen: str, registry: CollectorRegistry, limits: MetricsLimits | None = None
+) -> MetricsListener:
+    """A started listener serving `registry` (and its own drops) on `listen`."""
+    listener = MetricsListener(registry, limits or MetricsLimits())
     registry.register(ListenerCollector(listener.stats))
     listener.start(listen)
     return listener

@@ -1,8 +1,11 @@
 """The embedded store: entries in one SQLite file, through sqlite-utils.
 
 WAL journal with `synchronous=FULL`, so a write is on disk when its call returns; one
-connection per thread (the event loop reads, the writer thread writes); the schema carries a
-version in `PRAGMA user_version` and is brought forward by the migrations below.
+connection per thread (`SqliteStore` runs reads on reader threads and writes on one writer
+thread), and one more that only asks `PRAGMA data_version`, the change feed's cheap "did
+anyone commit?" (DESIGN section 8). The schema carries a version in `PRAGMA user_version` and
+is brought forward by the migrations below. Any number of processes may share the file: every
+write appends its event in its own transaction, and SQLite serialises the writers.
 
 Storage faults (a full disk, an I/O error, a busy or damaged file) end a call with
 `Unavailable`, the transaction rolled back. The store remembers which file it opened: once that
@@ -13,9 +16,7 @@ finds, so every write is refused until the server restarts.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -26,9 +27,12 @@ from typing import Any
 
 import sqlite_utils
 
+from authz_service.core.changes import Change, ChangeKind, Changes, ClaimChanged, Event
 from authz_service.core.errors import Aborted, AlreadyExists, NotFound, Unavailable
 from authz_service.core.model import Action, Entry, Restriction, State, from_micros, to_micros
 from authz_service.core.ports import Cursor
+
+from .threaded_store import ThreadedStore
 
 _COLUMNS = (
     "id, subject, description, restrictions, unrestricted, verifier, lookup_tag, create_time,"
@@ -93,11 +97,31 @@ def _migrate_to_3(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE entries SET etag = lower(hex(randomblob(12)))")
 
 
+def _migrate_to_4(db: sqlite_utils.Database) -> None:
+    # The event log (DESIGN section 8): one row per admin write, in the write's transaction.
+    # AUTOINCREMENT: a revision is never reused, even after the newest row is gone.
+    db.execute(
+        "CREATE TABLE events ("
+        " revision INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " entry_id TEXT NOT NULL,"
+        " kind TEXT NOT NULL,"
+        " actor_id TEXT NOT NULL DEFAULT '',"
+        " fields TEXT NOT NULL DEFAULT '[]',"
+        " time INTEGER NOT NULL)"
+    )
+    for statement in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER events_no_{statement.lower()} BEFORE {statement} ON events"
+            " BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END"
+        )
+
+
 # MIGRATIONS[n] brings a database at schema version n to version n + 1.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3,
+    _migrate_to_4,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -107,19 +131,25 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _FileIdentity = tuple[int, int]
 
 
-class DatabaseInUse(Exception):
-    """Another server process holds the database."""
+# How many events `changes` returns at most in one batch.
+_CHANGES_BATCH = 512
 
 
-class SqliteStore:
-    """`EntryStore` on a SQLite file. Opening it creates or migrates the schema.
+class SqliteStore(ThreadedStore):
+    """`EntryStore` on a SQLite file: `SqliteFile`, on the store's own reader and writer threads."""
 
-    With `exclusive`, it also takes an advisory lock on `<file>.lock` for as long as it is
-    open: a server keeps verified tokens in its own memory, so a second server process on the
-    same file would not see the first one's revocations, and must not start.
-    """
+    def __init__(self, path: Path) -> None:
+        self.file = SqliteFile(path)
+        super().__init__(self.file)
+        self.path = path
+        self.file_problem = self.file.file_problem
 
-    def __init__(self, path: Path, *, exclusive: bool = False) -> None:
+
+class SqliteFile:
+    """The SQLite file itself, called from any thread (one connection each). Opening it
+    creates or migrates the schema."""
+
+    def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
         self._write_lock = threading.Lock()
@@ -129,7 +159,6 @@ class SqliteStore:
         self._opened: Sequence[tuple[Path, _FileIdentity]] = ()
         self._uri = path.absolute().as_uri()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock(path) if exclusive else None
         db = self._db()
         with _storage_faults("database open"):
             db.execute("PRAGMA journal_mode=WAL")
@@ -148,6 +177,12 @@ class SqliteStore:
         # committed writes.
         files = (path.absolute(), _wal(path.absolute()))
         self._opened = [(file, identity) for file in files if (identity := _identity(file))]
+        # The change feed's connection: only ever asked `PRAGMA data_version`, which moves
+        # when any other connection (this process's writer included) commits.
+        # A cursor kept for it: no cursor to make, no context manager, no lock per call
+        # (SQLite serialises a connection's use itself). Check asks before every answer.
+        self._feed = self._connect()
+        self._feed_cursor = self._feed.cursor()
 
     def file_problem(self) -> str | None:
         """Why writes are refused: the database file or its write-ahead log was removed or
@@ -167,19 +202,25 @@ class SqliteStore:
                 )
         return None
 
-    def add(self, entry: Entry) -> None:
-        """Insert a new entry."""
+    def add(self, entry: Entry, change: Change | None = None) -> Event:
+        """Insert a new entry, and its `created` event."""
+        change = change or Change()
         try:
             with self._transaction() as tx:
+                _hold(tx, change)
                 tx.table("entries").insert(_row(entry))
+                return _append(tx, entry, ChangeKind.CREATED, change)
         except sqlite3.IntegrityError:
             raise AlreadyExists("subject: an unrevoked entry already has this subject") from None
 
     def add_many(self, entries: Iterable[Entry]) -> None:
-        """Insert many new entries in one transaction (bulk imports and benchmarks)."""
+        """Insert many new entries in one transaction (bulk imports and benchmarks), each with
+        its `created` event."""
         try:
             with self._transaction() as tx:
-                tx.table("entries").insert_all(_row(e) for e in entries)
+                for entry in entries:
+                    tx.table("entries").insert(_row(entry))
+                    _append(tx, entry, ChangeKind.CREATED, Change())
         except sqlite3.IntegrityError:
             raise AlreadyExists("subject: an unrevoked entry already has this subject") from None
 
@@ -198,19 +239,21 @@ class SqliteStore:
         """Every entry whose token has this lookup tag."""
         return self._many("WHERE lookup_tag = ?", (tag,))
 
-    def replace(self, entry: Entry) -> None:
+    def replace(self, entry: Entry, change: Change | None = None) -> Event:
         """Write `entry` over its previous revision (compare-and-set on `revision`).
 
         `last_used_time` is left alone: `record_use` owns it, and does not bump the revision.
         So is the token: a rehash may have replaced the verifier since `entry` was read.
         """
-        self._write_over(entry, rotate=False)
+        kind = ChangeKind.REVOKED if entry.revoke_time is not None else ChangeKind.UPDATED
+        return self._write_over(entry, kind, change or Change())
 
-    def rotate(self, entry: Entry) -> None:
+    def rotate(self, entry: Entry, change: Change | None = None) -> Event:
         """`replace` with the entry's new token; the old verifier moves to `retired_tokens`."""
-        self._write_over(entry, rotate=True)
+        return self._write_over(entry, ChangeKind.ROTATED, change or Change())
 
-    def _write_over(self, entry: Entry, *, rotate: bool) -> None:
+    def _write_over(self, entry: Entry, kind: ChangeKind, change: Change) -> Event:
+        rotate = kind is ChangeKind.ROTATED
         row = _row(entry)
         entry_id = row.pop("id")
         del row["last_used_time"]
@@ -219,6 +262,7 @@ class SqliteStore:
         assignments = ", ".join(f"{column} = ?" for column in row)
         try:
             with self._transaction() as tx:
+                _hold(tx, change)
                 if rotate:
                     tx.execute(
                         "INSERT INTO retired_tokens (entry_id, lookup_tag, verifier, retire_time)"
@@ -231,13 +275,54 @@ class SqliteStore:
                     [*row.values(), entry_id, entry.revision - 1],
                 )
                 if cursor.rowcount == 1:
-                    return
+                    return _append(tx, entry, kind, change)
                 exists = tx.execute("SELECT 1 FROM entries WHERE id = ?", [entry_id]).fetchone()
         except sqlite3.IntegrityError:
             raise AlreadyExists("subject: an unrevoked entry already has this subject") from None
         if exists is None:
             raise NotFound(entry_id)
         raise Aborted("etag: the entry changed since it was read; read it again")
+
+    def version(self) -> int:
+        """`PRAGMA data_version` of the feed's connection: it moves at every commit of any
+        other connection, in this process or another (a read of the shared WAL index)."""
+        try:
+            version: int = self._feed_cursor.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            if not _is_storage_fault(exc):
+                raise
+            raise _unavailable("database read", exc) from None
+        return version
+
+    def head(self) -> int:
+        """The newest event's revision, 0 when there is none."""
+        with _storage_faults("database read"):
+            row = self._db().execute("SELECT max(revision) FROM events").fetchone()
+        return row[0] or 0
+
+    def changes(self, after: int) -> Changes:
+        """Up to _CHANGES_BATCH events past `after`, and the entries they name, read in one
+        snapshot (a read transaction) so the entries are at least as new as the events."""
+        db = self._db()
+        with _storage_faults("database read"):
+            db.execute("BEGIN")
+            try:
+                rows = db.execute(
+                    "SELECT revision, entry_id, kind, actor_id, fields, time FROM events"
+                    " WHERE revision > ? ORDER BY revision LIMIT ?",
+                    [after, _CHANGES_BATCH + 1],
+                ).fetchall()
+                events = tuple(_event(row) for row in rows[:_CHANGES_BATCH])
+                ids = sorted({event.entry_id for event in events})
+                entries = {}
+                for start in range(0, len(ids), 500):  # SQLite's bound on parameters
+                    chunk = ids[start : start + 500]
+                    marks = ", ".join("?" * len(chunk))
+                    for entry in self._many(f"WHERE id IN ({marks})", tuple(chunk)):
+                        entries[entry.id] = entry
+            finally:
+                db.execute("COMMIT")
+        return Changes(events, entries, more=len(rows) > _CHANGES_BATCH)
 
     def all_tags(self) -> set[int]:
         """The lookup tag of every entry, revoked ones included."""
@@ -307,9 +392,7 @@ class SqliteStore:
                 conn.close()
             self._connections.clear()
         self._local = threading.local()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing releases the flock
-            self._lock_fd = None
+        self._feed.close()
 
     def _connect(self) -> sqlite3.Connection:
         # Once the store is open, a connection never creates the file: one vanished from the
@@ -330,7 +413,9 @@ class SqliteStore:
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("PRAGMA busy_timeout = 5000")
             except sqlite3.Error as exc:
-                raise Unavailable(f"cannot open database {self.path}: {exc}") from None
+                # A file removed from its path fails to open: say that, not SQLite's words.
+                lost = self.file_problem()
+                raise Unavailable(lost or f"cannot open database {self.path}: {exc}") from None
             if problem := self.file_problem():  # the file at the path is not the one opened
                 conn.close()
                 raise Unavailable(problem)
@@ -435,17 +520,47 @@ def _wal(path: Path) -> Path:
     return path.with_name(path.name + "-wal")
 
 
-def _lock(path: Path) -> int:
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise DatabaseInUse(
-            f"database {path} is in use by another authz-service process (lock {lock_path})"
-        ) from None
-    return fd
+def _hold(tx: sqlite_utils.Database, change: Change) -> None:
+    """Inside a write's transaction: refuse it unless its guard and its claim still hold."""
+    if change.guard is not None:
+        actor = None
+        if change.actor_id:
+            rows = tx.execute(f"SELECT {_COLUMNS} FROM entries WHERE id = ?", [change.actor_id])  # noqa: S608 (columns are ours)
+            found = rows.fetchone()
+            actor = None if found is None else _entry(found)
+        change.guard(actor)
+    claim = change.claim
+    if claim is not None:
+        stored = tx.execute(
+            "SELECT verifier FROM entries WHERE lookup_tag = ?"
+            " UNION ALL SELECT verifier FROM retired_tokens WHERE lookup_tag = ?",
+            [claim.tag, claim.tag],
+        ).fetchall()
+        if any(verifier not in claim.checked for (verifier,) in stored):
+            raise ClaimChanged
+
+
+def _append(tx: sqlite_utils.Database, entry: Entry, kind: ChangeKind, change: Change) -> Event:
+    """Append the write's event, in its transaction."""
+    cursor = tx.execute(
+        "INSERT INTO events (entry_id, kind, actor_id, fields, time) VALUES (?, ?, ?, ?, ?)",
+        [
+            entry.id,
+            kind.value,
+            change.actor_id,
+            json.dumps(change.fields),
+            to_micros(entry.update_time),
+        ],
+    )
+    revision: int = cursor.lastrowid  # type: ignore[assignment]  # an INSERT always sets it
+    return Event(revision, entry.id, kind, change.actor_id, change.fields, entry.update_time)
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    revision, entry_id, kind, actor_id, fields, when = row
+    return Event(
+        revision, entry_id, ChangeKind(kind), actor_id, tuple(json.loads(fields)), from_micros(when)
+    )
 
 
 def _row(entry: Entry) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """The interfaces the use cases need from the outside world: storage and token hashing.
 
-Adapters implement them (SQLite and argon2 today, PostgreSQL later); tests use in-memory fakes.
+Adapters implement them (SQLite and argon2 today, PostgreSQL next); tests use in-memory fakes.
+The store is awaited: an adapter owns its connections and the threads (or the event loop
+sessions) that use them, and the use cases never block on it.
 """
 
 from __future__ import annotations
@@ -9,56 +11,77 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
+from .changes import Change, Changes, Event
 from .model import Entry, State
 
 # Where a listing resumes: the (create_time, id) of the last entry already returned.
 Cursor = tuple[datetime, str]
 
 
-class EntryStore(Protocol):
-    """Durable storage of entries. Every write is durable when the method returns."""
+class ChangeFeed(Protocol):
+    """How a process learns what other processes wrote: the store's event log."""
 
-    def add(self, entry: Entry) -> None:
-        """Insert a new entry; AlreadyExists if an unrevoked entry has its subject."""
+    def version(self) -> int:
+        """A number that differs from its last value once anything was committed since.
 
-    def get(self, entry_id: str) -> Entry:
-        """The entry with this id; NotFound if there is none."""
-
-    def find_subject(self, subject: str) -> Entry | None:
-        """The unrevoked entry with this subject, if any."""
-
-    def find_tag(self, tag: int) -> list[Entry]:
-        """Every entry, revoked ones included, whose token has this lookup tag."""
-
-    def all_tags(self) -> set[int]:
-        """The lookup tag of every entry, revoked ones included."""
-
-    def replace(self, entry: Entry) -> None:
-        """Write `entry` over revision `entry.revision - 1`; Aborted if it moved on meanwhile.
-
-        The token (verifier and lookup tag) is left as stored: only `rotate` changes it.
+        Cheap (no thread hop, microseconds): Check asks it before trusting its cache.
         """
 
-    def rotate(self, entry: Entry) -> None:
+    async def head(self) -> int:
+        """The revision of the newest event (0 when there is none)."""
+
+    async def changes(self, after: int) -> Changes:
+        """The events past revision `after`, oldest first, and the entries they name now."""
+
+
+class EntryStore(ChangeFeed, Protocol):
+    """Durable storage of entries. Every write is durable when it returns, and appends its
+    event in the same transaction."""
+
+    async def add(self, entry: Entry, change: Change | None = None) -> Event:
+        """Insert a new entry; AlreadyExists if an unrevoked entry has its subject."""
+
+    async def get(self, entry_id: str) -> Entry:
+        """The entry with this id; NotFound if there is none."""
+
+    async def find_subject(self, subject: str) -> Entry | None:
+        """The unrevoked entry with this subject, if any."""
+
+    async def find_tag(self, tag: int) -> list[Entry]:
+        """Every entry, revoked ones included, whose token has this lookup tag."""
+
+    async def all_tags(self) -> set[int]:
+        """The lookup tag of every entry, revoked ones included."""
+
+    async def replace(self, entry: Entry, change: Change | None = None) -> Event:
+        """Write `entry` over revision `entry.revision - 1`; Aborted if it moved on meanwhile.
+
+        The token (verifier and lookup tag) is left as stored: only `rotate` changes it. The
+        event says `revoked` when `entry` is revoked, `updated` otherwise.
+        """
+
+    async def rotate(self, entry: Entry, change: Change | None = None) -> Event:
         """`replace`, with the entry's new token; the old verifier is retired in the same write."""
 
-    def find_retired(self, tag: int) -> list[str]:
+    async def find_retired(self, tag: int) -> list[str]:
         """The verifiers of rotated-away tokens with this lookup tag."""
 
-    def replace_verifier(self, entry_id: str, old: str, new: str) -> None:
+    async def replace_verifier(self, entry_id: str, old: str, new: str) -> None:
         """Swap a verifier for a stronger one of the same token, if it is still `old`."""
 
-    def list_entries(self, after: Cursor | None, limit: int, include_revoked: bool) -> list[Entry]:
+    async def list_entries(
+        self, after: Cursor | None, limit: int, include_revoked: bool
+    ) -> list[Entry]:
         """Up to `limit` entries in creation order, after `after`."""
 
-    def record_use(self, last_used: Mapping[str, datetime]) -> None:
-        """Set `last_used_time` of the given entries (a batch; not a revision change)."""
+    async def record_use(self, last_used: Mapping[str, datetime]) -> None:
+        """Set `last_used_time` of the given entries (a batch; no event, not a revision)."""
 
-    def count_by_state(self, now: datetime) -> dict[State, int]:
+    async def count_by_state(self, now: datetime) -> dict[State, int]:
         """How many entries are ACTIVE, REVOKED and EXPIRED at `now` (every state present)."""
 
     def close(self) -> None:
-        """Release the store's connections."""
+        """Finish queued work and release the store's connections and threads."""
 
 
 class Hasher(Protocol):

@@ -1,27 +1,22 @@
 """The admin use cases: create, update (and rotate), revoke, get and list entries.
 
 Every call first authenticates its caller with the same Check path backend services use, asking
-the reserved plugin `authz` for the call's permission. Writes run on a single writer thread so
-an fsync never stalls the event loop, and each one refreshes the Check cache before it returns.
+the reserved plugin `authz` for the call's permission. Each write appends its event in its own
+transaction, and applies that event to this process's Check cache before it returns; other
+processes apply it on their next Check (see `coherence`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import contextvars
-import hashlib
-import hmac
-import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
 
+from authz_service.core.changes import Change, Claim, Event
 from authz_service.core.decision import UNAUTHENTICATED, Decision
 from authz_service.core.errors import (
     Aborted,
@@ -31,7 +26,6 @@ from authz_service.core.errors import (
     NotFound,
     PermissionDenied,
     Unauthenticated,
-    Unavailable,
     invalid,
 )
 from authz_service.core.model import (
@@ -42,11 +36,9 @@ from authz_service.core.model import (
     Entry,
     Restriction,
     State,
-    from_micros,
     new_etag,
-    to_micros,
 )
-from authz_service.core.ports import Cursor, EntryStore, Hasher
+from authz_service.core.ports import EntryStore, Hasher
 from authz_service.core.rights import ADMIN_ACTIONS, AdminRight, admin_rights, missing_rights
 from authz_service.core.rules import (
     DESCRIPTION_MAX_CHARS,
@@ -59,9 +51,10 @@ from authz_service.core.rules import (
     text_problem,
     token_problem,
 )
-from authz_service.core.tokens import lookup_tag
 
 from .check import Checker
+from .claims import TokenClaims
+from .pages import PageTokens
 
 # The subject of the admin whose call is being served, set once its token is accepted; read
 # by the access log. Each gRPC call runs in its own task, so each has its own value.
@@ -74,8 +67,6 @@ MAX_PAGE_SIZE = 1000
 PAGE_BYTES = 1 << 20
 _LIST_BATCH = 32
 UPDATABLE_PATHS = ("description", "access_restrictions", "unrestricted", "expire_time")
-# Creates and rotations waiting for the token lock at once; more are UNAVAILABLE.
-MAX_CLAIMS_WAITING = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,21 +119,16 @@ class Admin:
         checker: Checker,
         *,
         key: bytes,
-        write_pool: Executor,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
-        self._hasher = hasher
         self._checker = checker
-        self._key = key
-        self._page_key = hmac.new(key, b"authz page token", hashlib.sha256).digest()
+        self._follower = checker.follower
+        self._usage = checker.usage
         # argon2 work shares Check's turns by caller: an admin's waits behind no one's burst.
-        self._hashing = checker.hash_queue
-        self._write_pool = write_pool
+        self._claims = TokenClaims(store, hasher, checker.hash_queue, key)
+        self._pages = PageTokens(key)
         self._clock = clock
-        # Serializes "is this token free? then take it" across creates and rotations.
-        self._token_lock = asyncio.Lock()
-        self._claims_waiting = 0
 
     async def authorize(
         self, authorization: str, permission: AdminPermission, peer: str = ""
@@ -173,7 +159,7 @@ class Admin:
     ) -> _Acting:
         """`authorize`, then the `authz` rights the admin holds: all it may grant or act on."""
         decision = await self.authorize(authorization, permission, peer)
-        held = admin_rights(self._get(decision.entry_id).restrictions)
+        held = admin_rights((await self._get(decision.entry_id)).restrictions)
         return _Acting(decision.entry_id, permission, held)
 
     async def create(self, authorization: str, new: NewEntry, *, peer: str = "") -> Entry:
@@ -188,10 +174,12 @@ class Admin:
         found.check("expire_time", _future_problem(new.expire_time, now))
         found.raise_if_any()
         _may_grant(acting.held, restrictions)
-        if self._store.find_subject(new.subject) is not None:
+        if await self._store.find_subject(new.subject) is not None:
             raise AlreadyExists("subject: an unrevoked entry already has this subject")
-        async with self._claiming():
-            verifier, tag = await self._claim(new.token, "token", peer)
+        fields: tuple[str, ...] = ("subject", "description", "access_restrictions", "unrestricted")
+        fields += ("expire_time",) if new.expire_time is not None else ()
+
+        async def add(verifier: str, claim: Claim) -> Entry:
             entry = Entry(
                 id=str(uuid.uuid4()),
                 subject=new.subject,
@@ -199,15 +187,16 @@ class Admin:
                 restrictions=restrictions,
                 unrestricted=new.unrestricted,
                 verifier=verifier,
-                lookup_tag=tag,
+                lookup_tag=claim.tag,
                 create_time=now,
                 update_time=now,
                 expire_time=new.expire_time,
             )
-            await self._commit(
-                self._store.add, entry, partial(self._checker.token_added, new.token), acting
-            )
-        return entry
+            change = self._change(acting, entry, None, fields, claim)
+            await self._commit(partial(self._store.add, entry, change))
+            return entry
+
+        return await self._claims.take(new.token, "token", peer, add)
 
     async def update(self, authorization: str, change: EntryChange, *, peer: str = "") -> Entry:
         """Change the fields named by `change.paths`, and rotate the token if one is given."""
@@ -227,7 +216,7 @@ class Admin:
         if change.new_token:
             found.check("new_token", token_problem(change.new_token))
         found.raise_if_any()
-        current = self._get(change.entry_id)
+        current = await self._get(change.entry_id)
         _may_act_on(acting.held, current)
         if current.revoke_time is not None:
             raise FailedPrecondition("a revoked entry cannot be updated")
@@ -266,26 +255,21 @@ class Admin:
             revision=current.revision + 1,
             etag=new_etag(),
         )
+        fields = tuple(p for p in UPDATABLE_PATHS if p in paths)
         if not change.new_token:
-            await self._commit(
-                self._store.replace,
-                updated,
-                partial(self._checker.refresh, updated),
-                acting,
-                current,
-            )
+            written = self._change(acting, updated, current, fields)
+            await self._commit(partial(self._store.replace, updated, written))
             return self._with_usage(updated)
-        async with self._claiming():
-            verifier, tag = await self._claim(change.new_token, "new_token", peer)
-            updated = replace(updated, verifier=verifier, lookup_tag=tag)
-            await self._commit(
-                self._store.rotate,
-                updated,
-                partial(self._checker.rotated, updated.id, change.new_token),
-                acting,
-                current,
-            )
-        return self._with_usage(updated)
+
+        async def rotate(verifier: str, claim: Claim) -> Entry:
+            rotated = replace(updated, verifier=verifier, lookup_tag=claim.tag)
+            written = self._change(acting, rotated, current, (*fields, "token"), claim)
+            await self._commit(partial(self._store.rotate, rotated, written))
+            return rotated
+
+        return self._with_usage(
+            await self._claims.take(change.new_token, "new_token", peer, rotate)
+        )
 
     async def revoke(
         self, authorization: str, entry_id: str, reason: str, *, peer: str = ""
@@ -297,11 +281,11 @@ class Admin:
         found.check("reason", text_problem(reason, REVOKE_REASON_MAX_CHARS))
         found.raise_if_any()
         while True:
-            current = self._get(entry_id)
+            current = await self._get(entry_id)
             _may_act_on(acting.held, current)
             if current.revoke_time is not None:
-                # Heals the cache should an earlier revoke have been cut short before it could.
-                self._checker.refresh(current)
+                # Another process's revoke may not be applied here yet: it is before we answer.
+                await self._follower.catch_up()
                 return self._with_usage(current)
             now = self._clock()
             revoked = replace(
@@ -312,14 +296,9 @@ class Admin:
                 revision=current.revision + 1,
                 etag=new_etag(),
             )
+            written = self._change(acting, revoked, current, ("revoke_time", "revoke_reason"))
             try:
-                await self._commit(
-                    self._store.replace,
-                    revoked,
-                    partial(self._checker.refresh, revoked),
-                    acting,
-                    current,
-                )
+                await self._commit(partial(self._store.replace, revoked, written))
             except Aborted:
                 continue  # another admin wrote meanwhile: revoke what is there now
             return self._with_usage(revoked)
@@ -329,7 +308,7 @@ class Admin:
         await self.authorize(authorization, AdminPermission.READ, peer)
         if not entry_id:
             raise invalid("id", "is required")
-        return self._with_usage(self._get(entry_id))
+        return self._with_usage(await self._get(entry_id))
 
     async def list(
         self,
@@ -345,7 +324,7 @@ class Admin:
         if page_size < 0:
             raise invalid("page_size", "must not be negative")
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = self._read_page_token(page_token) if page_token else None
+        after = self._pages.read(page_token) if page_token else None
         page: list[Entry] = []
         size = 0
         more = False
@@ -353,7 +332,7 @@ class Admin:
         # `limit` being read first; one entry past the page tells whether another follows.
         while not more:
             wanted = min(limit + 1 - len(page), _LIST_BATCH)
-            batch = self._store.list_entries(after, wanted, include_revoked)
+            batch = await self._store.list_entries(after, wanted, include_revoked)
             for entry in batch:
                 size += listed_size(entry)
                 if len(page) == limit or (page and size > PAGE_BYTES):
@@ -364,7 +343,7 @@ class Admin:
                 break
             after = (batch[-1].create_time, batch[-1].id)
         last = page[-1] if page else None
-        next_token = self._page_token((last.create_time, last.id)) if more and last else ""
+        next_token = self._pages.issue((last.create_time, last.id)) if more and last else ""
         return [self._with_usage(e) for e in page], next_token
 
     async def ensure_bootstrap_admin(self, token: str) -> Entry:
@@ -372,22 +351,28 @@ class Admin:
         problem = token_problem(token)
         if problem is not None:
             raise invalid("bootstrap token", problem)
+        try:
+            return await self._ensure_bootstrap_admin(token)
+        except (AlreadyExists, Aborted):
+            # Another process started with the same token at the same moment and wrote first:
+            # what it wrote is read afresh, and is then (almost always) already right.
+            return await self._ensure_bootstrap_admin(token)
+
+    async def _ensure_bootstrap_admin(self, token: str) -> Entry:
         now = self._clock()
-        current = self._store.find_subject(BOOTSTRAP_SUBJECT)
-        async with self._token_lock:
-            holder = await self._holder(token, "")
-            if holder is not None and (current is None or holder.id != current.id):
-                raise AlreadyExists("bootstrap token: another entry already holds this token")
-            if holder is None and await self._retired(token, ""):
-                raise AlreadyExists(
-                    "bootstrap token: this token was rotated away; choose a new one"
-                )
-            rights = tuple(
-                r for r in (current.restrictions if current else ()) if r.plugin != ADMIN_PLUGIN
-            )
-            rights = (*rights, FULL_ADMIN_RESTRICTION)
-            if current is None:
-                verifier, tag = await self._claim(token, "bootstrap token", "")
+        current = await self._store.find_subject(BOOTSTRAP_SUBJECT)
+        holder = await self._claims.holder(token, "")
+        if holder is not None and (current is None or holder.id != current.id):
+            raise AlreadyExists("bootstrap token: another entry already holds this token")
+        if holder is None and await self._claims.retired(token, ""):
+            raise AlreadyExists("bootstrap token: this token was rotated away; choose a new one")
+        rights = tuple(
+            r for r in (current.restrictions if current else ()) if r.plugin != ADMIN_PLUGIN
+        )
+        rights = (*rights, FULL_ADMIN_RESTRICTION)
+        if current is None:
+
+            async def add(verifier: str, claim: Claim) -> Entry:
                 entry = Entry(
                     id=str(uuid.uuid4()),
                     subject=BOOTSTRAP_SUBJECT,
@@ -395,125 +380,98 @@ class Admin:
                     restrictions=rights,
                     unrestricted=False,
                     verifier=verifier,
-                    lookup_tag=tag,
+                    lookup_tag=claim.tag,
                     create_time=now,
                     update_time=now,
                 )
-                await self._commit(
-                    self._store.add, entry, partial(self._checker.token_added, token)
+                written = Change(
+                    fields=("subject", "description", "access_restrictions"), claim=claim
                 )
+                await self._commit(partial(self._store.add, entry, written))
                 return entry
-            updated = replace(
-                current,
-                restrictions=rights,
-                expire_time=None,
-                update_time=now,
-                revision=current.revision + 1,
-                etag=new_etag(),
-            )
-            write, then = self._store.replace, partial(self._checker.forget, updated.id)
-            if holder is None:
-                verifier, tag = await self._claim(token, "bootstrap token", "")
-                updated = replace(updated, verifier=verifier, lookup_tag=tag)
-                write, then = self._store.rotate, partial(self._checker.rotated, updated.id, token)
-            elif updated.restrictions == current.restrictions and current.expire_time is None:
-                return current
-            await self._commit(write, updated, then)
-            return updated
 
-    def _get(self, entry_id: str) -> Entry:
+            return await self._claims.take(token, "bootstrap token", "", add)
+        updated = replace(
+            current,
+            restrictions=rights,
+            expire_time=None,
+            update_time=now,
+            revision=current.revision + 1,
+            etag=new_etag(),
+        )
+        fields = ("access_restrictions", "expire_time")
+        if holder is None:
+
+            async def rotate(verifier: str, claim: Claim) -> Entry:
+                rotated = replace(updated, verifier=verifier, lookup_tag=claim.tag)
+                written = Change(fields=(*fields, "token"), claim=claim)
+                await self._commit(partial(self._store.rotate, rotated, written))
+                return rotated
+
+            return await self._claims.take(token, "bootstrap token", "", rotate)
+        if updated.restrictions == current.restrictions and current.expire_time is None:
+            return current
+        await self._commit(partial(self._store.replace, updated, Change(fields=fields)))
+        return updated
+
+    async def _get(self, entry_id: str) -> Entry:
         try:
-            return self._store.get(entry_id)
+            return await self._store.get(entry_id)
         except NotFound:
             raise NotFound("no entry has this id") from None
 
     def _with_usage(self, entry: Entry) -> Entry:
-        pending = self._checker.last_used(entry.id)
+        pending = self._usage.last_used(entry.id)
         if pending is None or (entry.last_used_time and entry.last_used_time >= pending):
             return entry
         return replace(entry, last_used_time=pending)
 
-    async def _holder(self, token: str, peer: str) -> Entry | None:
-        """The entry, revoked or not, whose token this is; one argon2 verify per tag match."""
-        tag = lookup_tag(self._key, token)
-        for entry in self._store.find_tag(tag):
-            if await self._hashing.run(peer, self._hasher.verify, entry.verifier, token):
-                return entry
-        return None
-
-    async def _retired(self, token: str, peer: str) -> bool:
-        """Whether `token` was once an entry's and was rotated away."""
-        tag = lookup_tag(self._key, token)
-        for verifier in self._store.find_retired(tag):
-            if await self._hashing.run(peer, self._hasher.verify, verifier, token):
-                return True
-        return False
-
-    async def _claim(self, token: str, field: str, peer: str) -> tuple[str, int]:
-        """A verifier and tag for a token no entry holds; AlreadyExists (naming no entry) else.
-
-        Tokens of revoked entries and rotated-away tokens are refused too: a token that was
-        taken out of service must never work again.
-        """
-        if await self._holder(token, peer) is not None or await self._retired(token, peer):
-            raise AlreadyExists(f"{field}: already in use or retired (tokens are never reused)")
-        verifier = await self._hashing.run(peer, self._hasher.hash, token)
-        tag = lookup_tag(self._key, token)
-        self._checker.expect_tag(tag)  # before the write: no moment when Check could miss it
-        return verifier, tag
-
-    @contextlib.asynccontextmanager
-    async def _claiming(self) -> AsyncIterator[None]:
-        """The token lock, for a create or a rotation; Unavailable when too many wait for it
-        (every admin's creates and rotations take turns on it)."""
-        if self._claims_waiting >= MAX_CLAIMS_WAITING:
-            raise Unavailable("too many creates and rotations are in progress; retry shortly")
-        self._claims_waiting += 1
-        try:
-            async with self._token_lock:
-                yield
-        finally:
-            self._claims_waiting -= 1
-
-    async def _commit(
+    def _change(
         self,
-        write: Callable[[Entry], None],
+        acting: _Acting,
         entry: Entry,
-        then: Callable[[], None],
-        acting: _Acting | None = None,
-        target: Entry | None = None,
-    ) -> None:
-        """Write `entry` on the writer thread, then bring the Check cache up to date (`then`).
+        target: Entry | None,
+        fields: tuple[str, ...],
+        claim: Claim | None = None,
+    ) -> Change:
+        """The write's event, with a guard that rechecks the acting admin at commit time."""
+        return Change(
+            actor_id=acting.entry_id,
+            fields=fields,
+            claim=claim,
+            guard=partial(self._still_allowed, acting, entry, target),
+        )
 
-        With `acting`, the writer thread first reads the acting admin's entry again: an admin
-        revoked or narrowed while its call waited (for the token lock, for argon2) writes
-        nothing once that revoke or narrowing has returned, since both ran on this one thread.
+    async def _commit(self, write: Callable[[], Awaitable[Event]]) -> Event:
+        """Make the write, then apply its event (and any before it) to this process's Check
+        cache.
+
+        The write's guard first reads the acting admin's entry again inside its transaction:
+        an admin revoked or narrowed while its call waited (for the claim lock, for argon2)
+        writes nothing once that revoke or narrowing has returned, on any process.
 
         The two run as one shielded task: a call cancelled by its client or its deadline while
         the write runs must still update the cache once the write commits, or a token revoked
         or rotated away would stay allowed from the cache.
         """
 
-        def write_as_acting(entry: Entry) -> None:
-            if acting is not None:
-                self._still_allowed(acting, entry, target)
-            write(entry)
-
-        async def unit() -> None:
-            await asyncio.get_running_loop().run_in_executor(
-                self._write_pool, write_as_acting, entry
-            )
-            then()
+        async def unit() -> Event:
+            event = await write()
+            await self._follower.reach(event.revision)
+            return event
 
         task = asyncio.ensure_future(unit())
         # Retrieve the outcome even when the caller is gone, so it is never "never retrieved".
         task.add_done_callback(lambda done: done.cancelled() or done.exception())
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
 
-    def _still_allowed(self, acting: _Acting, entry: Entry, target: Entry | None) -> None:
-        """Unauthenticated or PermissionDenied unless the acting admin, as stored now, may still
-        make this write (on the writer thread, just before it)."""
-        actor = self._store.get(acting.entry_id)
+    def _still_allowed(
+        self, acting: _Acting, entry: Entry, target: Entry | None, actor: Entry | None
+    ) -> None:
+        """Unauthenticated or PermissionDenied unless the acting admin, as stored at commit
+        time (`actor`), may still make this write. Runs inside the write's transaction."""
+        if actor is None:
+            raise Unauthenticated("admin token rejected: unknown_token")
         state = actor.state(self._clock())
         if state is not State.ACTIVE:
             raise Unauthenticated(f"admin token rejected: {state.name.lower()}")
@@ -523,28 +481,6 @@ class Admin:
         if target is not None:
             _may_act_on(held, target)
         _may_grant(held, entry.restrictions)
-
-    def _page_token(self, cursor: Cursor) -> str:
-        payload = json.dumps([to_micros(cursor[0]), cursor[1]]).encode()
-        mac = hmac.new(self._page_key, payload, hashlib.sha256).digest()[:16]
-        return _b64(payload) + "." + _b64(mac)
-
-    def _read_page_token(self, page_token: str) -> Cursor:
-        try:
-            micros, entry_id = _as_cursor(self._signed_payload(page_token))
-        except ValueError:
-            raise invalid(
-                "page_token", "was not issued by this server; start without one"
-            ) from None
-        return from_micros(micros), entry_id
-
-    def _signed_payload(self, page_token: str) -> Any:
-        payload_part, mac_part = page_token.split(".")
-        payload, mac = _unb64(payload_part), _unb64(mac_part)
-        expected = hmac.new(self._page_key, payload, hashlib.sha256).digest()[:16]
-        if not hmac.compare_digest(mac, expected):
-            raise ValueError("bad signature")
-        return json.loads(payload)
 
 
 def listed_size(entry: Entry) -> int:
@@ -589,25 +525,3 @@ def _future_problem(when: datetime | None, now: datetime) -> str | None:
     if when is not None and when <= now:
         return "must be in the future"
     return None
-
-
-def _as_cursor(value: Any) -> tuple[int, str]:
-    if (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], int)
-        and isinstance(value[1], str)
-    ):
-        return value[0], value[1]
-    raise ValueError
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (ValueError, TypeError):
-        raise ValueError from None

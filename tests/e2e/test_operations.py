@@ -174,13 +174,16 @@ def test_restarting_with_a_new_bootstrap_token_rekeys_the_bootstrap_admin(tmp_pa
         server.stop()
 
 
-def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _serve(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "authz_service.cli", "serve", *args],
         capture_output=True,
         text=True,
         timeout=60,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
         check=False,
     )
 
@@ -256,13 +259,28 @@ def test_the_server_key_is_created_with_mode_0600(server: ServerProcess) -> None
     assert len(key.read_bytes()) == 32
 
 
-def test_a_second_server_on_the_same_database_is_refused(server: ServerProcess) -> None:
-    line = _refusal(_serve("--listen", "127.0.0.1:0", "--db", str(server.db_path)))
-    assert "in use by another authz-service process" in line
-    # The first server is unharmed.
-    health = health_pb2_grpc.HealthStub(server.channel)
-    serving = health_pb2.HealthCheckResponse.SERVING
-    assert health.Check(health_pb2.HealthCheckRequest()).status == serving
+@pytest.mark.parametrize(
+    ("db", "says"),
+    [
+        ("postgresql://authz@127.0.0.1:5432/authz", "PostgreSQL is not supported"),
+        ("mysql://authz@127.0.0.1/authz", "mysql:// is not a store"),
+    ],
+)
+def test_a_database_url_other_than_a_file_is_refused_not_taken_for_a_file(
+    tmp_path: Path, db: str, says: str
+) -> None:
+    line = _refusal(_serve("--listen", "127.0.0.1:0", "--db", db, cwd=tmp_path))
+    assert "AUTHZ_DB/--db" in line
+    assert says in line
+    assert not any(tmp_path.iterdir())  # no file or folder named after the URL
+
+
+@pytest.mark.parametrize("workers", ["0", "65", "two"])
+def test_a_worker_count_out_of_range_is_refused(tmp_path: Path, workers: str) -> None:
+    line = _refusal(
+        _serve("--listen", "127.0.0.1:0", "--db", str(tmp_path / "a.db"), "--workers", workers)
+    )
+    assert "AUTHZ_WORKERS/--workers: must be a whole number from 1 to 64" in line
 
 
 def test_a_taken_port_is_refused_in_one_line(server: ServerProcess, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from authz_service.adapters.metrics import open_metrics
 from authz_service.adapters.metrics_listener import MetricsLimits, MetricsListener
 from authz_service.core.model import State
 from authz_service.usecases import Checker
-from fakes import FakeHasher, InMemoryStore
+from fakes import FakeHasher, InMemoryStore, memory_port
 
 KEY = bytes(range(32))
 # Generous bound on one socket operation; a passing test never comes near it.
@@ -64,17 +64,21 @@ def store() -> CountingStore:
 def open_listener(store: CountingStore) -> Iterator[Open]:
     """Starts listeners on 127.0.0.1 (any port) with the given limits; closes them after."""
     pool = ThreadPoolExecutor(1)
-    checker = Checker(store, FakeHasher(), KEY, pool, pool)
+    port = memory_port(store)
+    checker = Checker(port, FakeHasher(), KEY, pool)
     listeners: list[MetricsListener] = []
 
     def start(**limits: Any) -> MetricsListener:
-        listener = open_metrics("127.0.0.1:0", checker, {}, store, MetricsLimits(**limits))
+        listener = open_metrics(
+            "127.0.0.1:0", checker, {}, store.count_by_state, MetricsLimits(**limits)
+        )
         listeners.append(listener)
         return listener
 
     yield start
     for listener in listeners:
         listener.close()
+    port.close()
     pool.shutdown()
 
 
@@ -309,15 +313,17 @@ def test_a_failing_collector_fails_the_scrape_and_the_listener_goes_on(
 
 def test_a_port_that_is_taken_raises_os_error_from_open_metrics(store: CountingStore) -> None:
     pool = ThreadPoolExecutor(1)
-    checker = Checker(store, FakeHasher(), KEY, pool, pool)
+    entries = memory_port(store)
+    checker = Checker(entries, FakeHasher(), KEY, pool)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         threads = threading.active_count()
         with pytest.raises(OSError, match="in use"):
-            open_metrics(f"127.0.0.1:{port}", checker, {}, store)
+            open_metrics(f"127.0.0.1:{port}", checker, {}, store.count_by_state)
     assert threading.active_count() == threads
+    entries.close()
     pool.shutdown()
 
 

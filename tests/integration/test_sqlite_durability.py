@@ -1,15 +1,24 @@
-"""The SQLite store on a real file: durability, migrations, and no lost update."""
+"""The SQLite store on a real file: durability, migrations, the event log, and no lost update.
+
+Most tests call `SqliteFile` (the blocking store) directly; the ones about several stores on one
+file use `SqliteStore`, the async port a server runs.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from authz_service.adapters.sqlite_store import SCHEMA_VERSION, SqliteStore
+from authz_service.adapters.sqlite_store import SCHEMA_VERSION, SqliteFile, SqliteStore
+from authz_service.core.changes import Change, ChangeKind
 from authz_service.core.errors import Aborted, AlreadyExists, Unavailable
 from authz_service.core.model import Entry, Restriction
 
@@ -31,13 +40,13 @@ def _entry(n: int) -> Entry:
 
 def test_entries_written_before_close_are_all_there_after_reopen(tmp_path: Path) -> None:
     path = tmp_path / "authz.db"
-    store = SqliteStore(path)
+    store = SqliteFile(path)
     written = [_entry(n) for n in range(25)]
     for entry in written:
         store.add(entry)
     store.close()
 
-    reopened = SqliteStore(path)
+    reopened = SqliteFile(path)
     assert [reopened.get(e.id) for e in written] == written
     reopened.close()
 
@@ -45,7 +54,7 @@ def test_entries_written_before_close_are_all_there_after_reopen(tmp_path: Path)
 def test_every_connection_syncs_each_commit_to_disk(tmp_path: Path) -> None:
     # SIGKILL (test_crash_recovery) leaves the OS page cache intact; a power loss does not.
     # synchronous=FULL in WAL mode is what makes an acknowledged write survive that too.
-    store = SqliteStore(tmp_path / "authz.db")
+    store = SqliteFile(tmp_path / "authz.db")
     seen: list[tuple[int, int]] = []
 
     def pragmas() -> None:
@@ -68,28 +77,32 @@ def test_every_connection_syncs_each_commit_to_disk(tmp_path: Path) -> None:
 def test_an_empty_file_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
     path = tmp_path / "authz.db"
     path.touch()
-    SqliteStore(path).close()
+    SqliteFile(path).close()
     with sqlite3.connect(path) as conn:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(entries)")}
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert version == SCHEMA_VERSION
     assert journal == "wal"
     assert {"entries_by_tag", "entries_unrevoked_subject"} <= indexes
+    assert {"entries", "retired_tokens", "events"} <= tables
 
 
 def test_a_version_1_database_is_migrated_forward_keeping_its_entries(tmp_path: Path) -> None:
     path = tmp_path / "authz.db"
-    store = SqliteStore(path)
+    store = SqliteFile(path)
     store.add(_entry(1))
     store.close()
-    # Version 1 is today's schema without the retired-token table and the etag column.
+    # Version 1 is today's schema without the retired-token table, the etag column and the
+    # event log.
     with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE events")
         conn.execute("DROP TABLE retired_tokens")
         conn.execute("ALTER TABLE entries DROP COLUMN etag")
         conn.execute("PRAGMA user_version = 1")
 
-    migrated = SqliteStore(path)
+    migrated = SqliteFile(path)
     assert migrated.get("id-1") == _entry_like(migrated.get("id-1"), 1)
     assert migrated.find_retired(1) == []
     migrated.close()
@@ -99,14 +112,15 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_entries(tmp_path: 
 
 def test_migrating_to_version_3_gives_every_entry_its_own_random_etag(tmp_path: Path) -> None:
     path = tmp_path / "authz.db"
-    store = SqliteStore(path)
+    store = SqliteFile(path)
     store.add_many([_entry(n) for n in range(3)])
     store.close()
-    with sqlite3.connect(path) as conn:
+    with sqlite3.connect(path) as conn:  # version 2: no etag column, no event log
+        conn.execute("DROP TABLE events")
         conn.execute("ALTER TABLE entries DROP COLUMN etag")
         conn.execute("PRAGMA user_version = 2")
 
-    migrated = SqliteStore(path)
+    migrated = SqliteFile(path)
     etags = [e.etag for e in migrated.list_entries(None, 10, include_revoked=True)]
     migrated.close()
     assert len(set(etags)) == 3
@@ -114,9 +128,9 @@ def test_migrating_to_version_3_gives_every_entry_its_own_random_etag(tmp_path: 
 
 
 def test_many_entries_are_added_in_one_transaction_or_not_at_all(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "authz.db")
+    store = SqliteFile(tmp_path / "authz.db")
     store.add_many([_entry(n) for n in range(3)])
-    clash = [_entry(10), Entry(**{**_fields(_entry(11)), "subject": "subject-1"})]
+    clash = [_entry(10), replace(_entry(11), subject="subject-1")]
     with pytest.raises(AlreadyExists):
         store.add_many(clash)
     assert [e.id for e in store.list_entries(None, 100, include_revoked=True)] == [
@@ -129,10 +143,10 @@ def test_many_entries_are_added_in_one_transaction_or_not_at_all(tmp_path: Path)
 
 def test_reopening_a_current_database_keeps_its_rows_and_version(tmp_path: Path) -> None:
     path = tmp_path / "authz.db"
-    store = SqliteStore(path)
+    store = SqliteFile(path)
     store.add(_entry(1))
     store.close()
-    again = SqliteStore(path)
+    again = SqliteFile(path)
     assert again.get("id-1").subject == "subject-1"
     again.close()
 
@@ -142,24 +156,22 @@ def test_a_database_from_a_newer_server_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(Unavailable, match="newer"):
-        SqliteStore(path)
+        SqliteFile(path)
 
 
 def test_two_writers_with_the_same_etag_lose_no_update(tmp_path: Path) -> None:
     # Two stores on one file behave like two processes: separate connections and locks.
     path = tmp_path / "authz.db"
-    first, second = SqliteStore(path), SqliteStore(path)
+    first, second = SqliteFile(path), SqliteFile(path)
     first.add(_entry(1))
     read = second.get("id-1")
     barrier = threading.Barrier(2)
     outcomes: dict[str, str] = {}
 
-    def write(store: SqliteStore, name: str) -> None:
+    def write(store: SqliteFile, name: str) -> None:
         barrier.wait()
         try:
-            store.replace(
-                Entry(**{**_fields(read), "description": name, "revision": read.revision + 1})
-            )
+            store.replace(replace(read, description=name, revision=read.revision + 1))
             outcomes[name] = "written"
         except Aborted:
             outcomes[name] = "aborted"
@@ -178,21 +190,124 @@ def test_two_writers_with_the_same_etag_lose_no_update(tmp_path: Path) -> None:
     stored = first.get("id-1")
     assert stored.description == winner
     assert stored.revision == read.revision + 1
+    # The loser's transaction appended nothing: one event for the create, one for the winner.
+    assert [e.kind for e in second.changes(0).events] == [ChangeKind.CREATED, ChangeKind.UPDATED]
     first.close()
     second.close()
 
 
+def test_many_entries_added_at_once_each_append_a_created_event(tmp_path: Path) -> None:
+    store = SqliteFile(tmp_path / "authz.db")
+    try:
+        store.add_many([_entry(n) for n in range(3)])
+        changes = store.changes(0)
+    finally:
+        store.close()
+    assert [(e.entry_id, e.kind) for e in changes.events] == [
+        (f"id-{n}", ChangeKind.CREATED) for n in range(3)
+    ]
+    assert [e.revision for e in changes.events] == sorted({e.revision for e in changes.events})
+    assert set(changes.entries) == {"id-0", "id-1", "id-2"}
+
+
+@pytest.fixture
+def two_stores(tmp_path: Path) -> Iterator[tuple[SqliteStore, SqliteStore]]:
+    """Two async stores on one file, as two server processes would open it."""
+    path = tmp_path / "authz.db"
+    first = SqliteStore(path)
+    try:
+        second = SqliteStore(path)
+    except BaseException:
+        first.close()
+        raise
+    yield first, second
+    first.close()
+    second.close()
+
+
+def test_two_stores_on_one_file_both_work_and_see_each_others_writes_and_events(
+    two_stores: tuple[SqliteStore, SqliteStore],
+) -> None:
+    first, second = two_stores
+
+    async def scenario() -> None:
+        written = _entry(1)
+        seen_by_second = second.version()
+        created = await first.add(written, Change(actor_id="admin-a"))
+        assert second.version() != seen_by_second
+        assert await second.get("id-1") == written
+        changes = await second.changes(0)
+        assert changes.events == (created,)
+        assert changes.entries == {"id-1": written}
+
+        seen_by_first = first.version()
+        read = await second.get("id-1")
+        updated = await second.replace(
+            replace(read, description="by the second", revision=2),
+            Change(actor_id="admin-b", fields=("description",)),
+        )
+        assert first.version() != seen_by_first
+        assert updated.revision > created.revision
+        assert await first.head() == updated.revision
+        assert (await first.changes(created.revision)).events == (updated,)
+        assert (await first.get("id-1")).description == "by the second"
+
+    asyncio.run(scenario())
+
+
+def test_the_event_log_refuses_update_and_delete(tmp_path: Path) -> None:
+    path = tmp_path / "authz.db"
+    store = SqliteFile(path)
+    store.add(_entry(1))
+    before = store.changes(0).events
+    store.close()
+    with closing(sqlite3.connect(path)) as conn:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("UPDATE events SET kind = 'revoked'")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM events")
+        conn.rollback()
+    again = SqliteFile(path)
+    try:
+        assert again.changes(0).events == before
+    finally:
+        again.close()
+
+
+def test_a_version_3_database_is_migrated_to_an_empty_event_log(tmp_path: Path) -> None:
+    path = tmp_path / "authz.db"
+    store = SqliteFile(path)
+    store.add_many([_entry(n) for n in range(3)])
+    store.close()
+    # Version 3 is today's schema without the event log (its triggers go with the table).
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE events")
+        conn.execute("PRAGMA user_version = 3")
+
+    migrated = SqliteFile(path)
+    try:
+        assert migrated.head() == 0
+        assert migrated.changes(0).events == ()
+        assert [e.id for e in migrated.list_entries(None, 10, include_revoked=True)] == [
+            "id-0",
+            "id-1",
+            "id-2",
+        ]
+        added = migrated.add(_entry(3))
+        assert migrated.changes(0).events == (added,)
+    finally:
+        migrated.close()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM events")
+
+
 def _entry_like(stored: Entry, n: int) -> Entry:
     """`_entry(n)` with the stored timestamps (made at another moment)."""
-    return Entry(
-        **{
-            **_fields(_entry(n)),
-            "create_time": stored.create_time,
-            "update_time": stored.update_time,
-            "etag": stored.etag,
-        }
+    return replace(
+        _entry(n),
+        create_time=stored.create_time,
+        update_time=stored.update_time,
+        etag=stored.etag,
     )
-
-
-def _fields(entry: Entry) -> dict[str, object]:
-    return {name: getattr(entry, name) for name in Entry.__dataclass_fields__}

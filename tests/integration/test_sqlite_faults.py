@@ -2,7 +2,8 @@
 database file removed or replaced while the store is open.
 
 Every fault ends in `Unavailable` (never a bare sqlite3 error, which the API would answer with
-INTERNAL), and none leaves half a write behind.
+INTERNAL), and none leaves half a write behind (an entry without its event, or the reverse).
+The tests call `SqliteFile`, the blocking store the server's port runs on its threads.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from authz_service.adapters import DatabaseFileWatch, SqliteStore
+from authz_service.adapters import DatabaseFileWatch
+from authz_service.adapters.sqlite_store import SqliteFile
+from authz_service.core.changes import Event
 from authz_service.core.errors import Unavailable
 from authz_service.core.model import Entry, Restriction
 from small_disk import SmallDisk, mounted_small_disk
@@ -48,7 +51,7 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
     yield from mounted_small_disk(tmp_path, DISK_BYTES)
 
 
-def _writes(store: SqliteStore) -> dict[str, Callable[[], None]]:
+def _writes(store: SqliteFile) -> dict[str, Callable[[], object]]:
     """One of each kind of write, each of which would change what the store holds."""
     first = store.get("id-1")
     return {
@@ -65,15 +68,19 @@ def _writes(store: SqliteStore) -> dict[str, Callable[[], None]]:
     }
 
 
-def _contents(store: SqliteStore) -> tuple[list[Entry], list[str]]:
-    return store.list_entries(None, 100, include_revoked=True), store.find_retired(99)
+def _contents(store: SqliteFile) -> tuple[list[Entry], list[str], tuple[Event, ...]]:
+    return (
+        store.list_entries(None, 100, include_revoked=True),
+        store.find_retired(99),
+        store.changes(0).events,
+    )
 
 
 def test_every_write_on_a_full_disk_is_unavailable_and_leaves_nothing_half_written(
     small_disk: SmallDisk,
 ) -> None:
     path = small_disk.path / "authz.db"
-    store = SqliteStore(path)
+    store = SqliteFile(path)
     try:
         store.add_many([_entry(1), _entry(2)])
         before = _contents(store)
@@ -90,7 +97,7 @@ def test_every_write_on_a_full_disk_is_unavailable_and_leaves_nothing_half_writt
     finally:
         store.close()
 
-    reopened = SqliteStore(path)  # as the next start would find it
+    reopened = SqliteFile(path)  # as the next start would find it
     try:
         assert _contents(reopened) == before
     finally:
@@ -99,7 +106,7 @@ def test_every_write_on_a_full_disk_is_unavailable_and_leaves_nothing_half_writt
 
 def test_writes_work_again_once_the_full_disk_has_room(small_disk: SmallDisk) -> None:
     path = small_disk.path / "authz.db"
-    store = SqliteStore(path)
+    store = SqliteFile(path)
     try:
         store.add(_entry(1))
         small_disk.fill(path)
@@ -132,7 +139,7 @@ class _Refuse:
 
 
 def test_a_commit_that_fails_is_unavailable_and_rolled_back(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "authz.db")
+    store = SqliteFile(tmp_path / "authz.db")
     try:
         store.add(_entry(1))
         writer = store._db().conn  # this thread's connection: the one the writes below use
@@ -143,14 +150,16 @@ def test_a_commit_that_fails_is_unavailable_and_rolled_back(tmp_path: Path) -> N
         writer.set_authorizer(None)
 
         assert [e.id for e in store.list_entries(None, 10, include_revoked=True)] == ["id-1"]
+        assert [e.entry_id for e in store.changes(0).events] == ["id-1"]
         store.add(_entry(3))  # the connection is not left inside the failed transaction
         assert store.get("id-3").subject == "subject-3"
+        assert [e.entry_id for e in store.changes(0).events] == ["id-1", "id-3"]
     finally:
         store.close()
 
 
 def test_a_connection_whose_rollback_fails_too_is_replaced_by_a_fresh_one(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "authz.db")
+    store = SqliteFile(tmp_path / "authz.db")
     try:
         store.add(_entry(1))
         store._db().conn.set_authorizer(_Refuse("COMMIT", "ROLLBACK"))
@@ -162,13 +171,37 @@ def test_a_connection_whose_rollback_fails_too_is_replaced_by_a_fresh_one(tmp_pa
             "id-1",
             "id-3",
         ]
+        assert [e.entry_id for e in store.changes(0).events] == ["id-1", "id-3"]
+    finally:
+        store.close()
+
+
+def test_a_write_whose_event_cannot_be_appended_leaves_its_entry_unwritten(
+    tmp_path: Path,
+) -> None:
+    store = SqliteFile(tmp_path / "authz.db")
+    try:
+        store.add(_entry(1))
+        before = _contents(store)
+        writes = _writes(store)
+
+        def refuse_events(action: int, table: str | None, *_: str | None) -> int:
+            if action == sqlite3.SQLITE_INSERT and table == "events":
+                return sqlite3.SQLITE_DENY
+            return sqlite3.SQLITE_OK
+
+        store._db().conn.set_authorizer(refuse_events)
+        for name in ("add", "add_many", "replace", "rotate"):
+            with pytest.raises(Unavailable, match="database write failed"):
+                writes[name]()
+            assert _contents(store) == before, name
     finally:
         store.close()
 
 
 def test_reads_of_a_damaged_file_are_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "authz.db"
-    store = SqliteStore(path)
+    store = SqliteFile(path)
     try:
         store.add(_entry(1))
         with contextlib.closing(sqlite3.connect(path)) as conn:
@@ -204,7 +237,7 @@ def _remove_database(path: Path) -> None:
 
 def test_every_write_is_refused_once_the_database_file_is_removed(tmp_path: Path) -> None:
     path = tmp_path / "authz.db"
-    store = SqliteStore(path)
+    store = SqliteFile(path)
     try:
         store.add(_entry(1))
         assert store.file_problem() is None
@@ -231,11 +264,11 @@ def test_every_write_is_refused_once_the_database_file_is_removed(tmp_path: Path
 
 def test_every_write_is_refused_once_the_database_file_is_replaced(tmp_path: Path) -> None:
     path = tmp_path / "authz.db"
-    store = SqliteStore(path)
+    store = SqliteFile(path)
     try:
         store.add(_entry(1))
         writes = _writes(store)
-        other = SqliteStore(tmp_path / "other.db")
+        other = SqliteFile(tmp_path / "other.db")
         other.add(_entry(50))
         other.close()
         (tmp_path / "other.db").replace(path)
@@ -253,7 +286,7 @@ def test_every_write_is_refused_once_the_database_file_is_replaced(tmp_path: Pat
 def test_writes_are_refused_once_the_write_ahead_log_is_removed(tmp_path: Path) -> None:
     # Commits sit in the log until a checkpoint: ones written into a removed log are lost too.
     path = tmp_path / "authz.db"
-    store = SqliteStore(path)
+    store = SqliteFile(path)
     try:
         store.add(_entry(1))
         (tmp_path / "authz.db-wal").unlink()
@@ -267,7 +300,7 @@ def test_writes_are_refused_once_the_write_ahead_log_is_removed(tmp_path: Path) 
 
 def test_a_write_committed_after_its_file_was_removed_is_not_acknowledged(tmp_path: Path) -> None:
     path = tmp_path / "authz.db"
-    store = SqliteStore(path)
+    store = SqliteFile(path)
     try:
         store.add(_entry(1))
 
@@ -289,7 +322,7 @@ def test_the_file_watch_calls_back_once_when_the_database_file_is_removed(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "authz.db"
-    store = SqliteStore(path)
+    store = SqliteFile(path)
     reasons: list[str] = []
     called = threading.Event()
 
@@ -330,7 +363,7 @@ def test_the_file_watch_stops_polling_after_its_one_call(tmp_path: Path) -> None
 
 
 def test_the_file_watch_stays_quiet_while_the_file_is_in_place(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "authz.db")
+    store = SqliteFile(tmp_path / "authz.db")
     polled = threading.Event()
     count = [0]
 

@@ -1,12 +1,16 @@
 """The EntryStore contract, run against the in-memory fake and the real SQLite store.
 
 Unit tests of the use cases trust `InMemoryStore`; this suite is what earns that trust: every
-test here passes against both, so the fake behaves as the real store does.
+test here passes against both, each behind the async port as the server runs them
+(`memory_port(InMemoryStore())` and `SqliteStore(path)`), so the fake behaves as the real
+store does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import itertools
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -14,12 +18,67 @@ from pathlib import Path
 import pytest
 
 from authz_service.adapters.sqlite_store import SqliteStore
+from authz_service.core.changes import Change, ChangeKind, Changes, Claim, ClaimChanged, Event
 from authz_service.core.errors import Aborted, AlreadyExists, NotFound
 from authz_service.core.model import Action, Entry, Restriction, State
-from authz_service.core.ports import EntryStore
-from fakes import InMemoryStore
+from authz_service.core.ports import Cursor, EntryStore
+from fakes import InMemoryStore, memory_port
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+class SyncStore:
+    """The async port, called synchronously: each coroutine method runs to its end in its own
+    `asyncio.run` (the port's thread pools serve any loop). `version` is the port's own."""
+
+    def __init__(self, port: EntryStore) -> None:
+        self.port = port
+        self.version = port.version
+
+    def head(self) -> int:
+        return asyncio.run(self.port.head())
+
+    def changes(self, after: int) -> Changes:
+        return asyncio.run(self.port.changes(after))
+
+    def add(self, entry: Entry, change: Change | None = None) -> Event:
+        return asyncio.run(self.port.add(entry, change))
+
+    def get(self, entry_id: str) -> Entry:
+        return asyncio.run(self.port.get(entry_id))
+
+    def find_subject(self, subject: str) -> Entry | None:
+        return asyncio.run(self.port.find_subject(subject))
+
+    def find_tag(self, tag: int) -> list[Entry]:
+        return asyncio.run(self.port.find_tag(tag))
+
+    def all_tags(self) -> set[int]:
+        return asyncio.run(self.port.all_tags())
+
+    def replace(self, entry: Entry, change: Change | None = None) -> Event:
+        return asyncio.run(self.port.replace(entry, change))
+
+    def rotate(self, entry: Entry, change: Change | None = None) -> Event:
+        return asyncio.run(self.port.rotate(entry, change))
+
+    def find_retired(self, tag: int) -> list[str]:
+        return asyncio.run(self.port.find_retired(tag))
+
+    def replace_verifier(self, entry_id: str, old: str, new: str) -> None:
+        asyncio.run(self.port.replace_verifier(entry_id, old, new))
+
+    def list_entries(self, after: Cursor | None, limit: int, include_revoked: bool) -> list[Entry]:
+        return asyncio.run(self.port.list_entries(after, limit, include_revoked))
+
+    def record_use(self, last_used: Mapping[str, datetime]) -> None:
+        asyncio.run(self.port.record_use(last_used))
+
+    def count_by_state(self, now: datetime) -> dict[State, int]:
+        return asyncio.run(self.port.count_by_state(now))
+
+    def close(self) -> None:
+        self.port.close()
 
 
 class StoreUnderTest:
@@ -27,12 +86,12 @@ class StoreUnderTest:
 
     def __init__(self, open_store: Callable[[], EntryStore]) -> None:
         self._open = open_store
-        self.store = open_store()
+        self.store = SyncStore(open_store())
 
-    def reopen(self) -> EntryStore:
+    def reopen(self) -> SyncStore:
         """Close the store and open it again over the same data."""
         self.store.close()
-        self.store = self._open()
+        self.store = SyncStore(self._open())
         return self.store
 
 
@@ -40,7 +99,7 @@ class StoreUnderTest:
 def subject_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
     if request.param == "memory":
         memory = InMemoryStore()
-        under_test = StoreUnderTest(lambda: memory)
+        under_test = StoreUnderTest(lambda: memory_port(memory))
     else:
         under_test = StoreUnderTest(lambda: SqliteStore(tmp_path / "authz.db"))
     yield under_test
@@ -48,7 +107,7 @@ def subject_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
 
 
 @pytest.fixture
-def store(subject_store: StoreUnderTest) -> EntryStore:
+def store(subject_store: StoreUnderTest) -> SyncStore:
     return subject_store.store
 
 
@@ -90,7 +149,7 @@ def revoke(current: Entry) -> Entry:
 # add / get
 
 
-def test_an_added_entry_reads_back_equal_in_every_field(store: EntryStore) -> None:
+def test_an_added_entry_reads_back_equal_in_every_field(store: SyncStore) -> None:
     full = replace(
         entry(1),
         description="the catalog sync job",
@@ -113,7 +172,7 @@ def test_an_added_entry_reads_back_equal_in_every_field(store: EntryStore) -> No
     assert store.get(revoked.id).revoke_reason == "retired"
 
 
-def test_times_read_back_as_the_same_instants(store: EntryStore) -> None:
+def test_times_read_back_as_the_same_instants(store: SyncStore) -> None:
     local = T0.astimezone(timezone(timedelta(hours=5)))
     store.add(replace(entry(1), create_time=local, update_time=local))
     read = store.get("id-001")
@@ -121,14 +180,14 @@ def test_times_read_back_as_the_same_instants(store: EntryStore) -> None:
     assert read.create_time.utcoffset() is not None
 
 
-def test_getting_an_unknown_id_raises_not_found(store: EntryStore) -> None:
+def test_getting_an_unknown_id_raises_not_found(store: SyncStore) -> None:
     store.add(entry(1))
     with pytest.raises(NotFound):
         store.get("id-999")
 
 
 def test_adding_a_second_unrevoked_entry_with_a_subject_raises_already_exists(
-    store: EntryStore,
+    store: SyncStore,
 ) -> None:
     first = entry(1, subject="catalog-sync")
     store.add(first)
@@ -140,7 +199,7 @@ def test_adding_a_second_unrevoked_entry_with_a_subject_raises_already_exists(
     assert store.list_entries(None, 10, include_revoked=True) == [first]
 
 
-def test_adding_an_entry_with_a_taken_id_raises_already_exists(store: EntryStore) -> None:
+def test_adding_an_entry_with_a_taken_id_raises_already_exists(store: SyncStore) -> None:
     first = entry(1)
     store.add(first)
     with pytest.raises(AlreadyExists):
@@ -148,7 +207,7 @@ def test_adding_an_entry_with_a_taken_id_raises_already_exists(store: EntryStore
     assert store.get(first.id) == first
 
 
-def test_the_subject_of_a_revoked_entry_can_be_taken_by_a_new_entry(store: EntryStore) -> None:
+def test_the_subject_of_a_revoked_entry_can_be_taken_by_a_new_entry(store: SyncStore) -> None:
     store.add(entry(1, subject="catalog-sync"))
     store.replace(revoke(store.get("id-001")))
     successor = entry(2, subject="catalog-sync")
@@ -158,7 +217,7 @@ def test_the_subject_of_a_revoked_entry_can_be_taken_by_a_new_entry(store: Entry
 
 
 def test_a_revoked_entry_may_be_added_beside_an_active_one_with_its_subject(
-    store: EntryStore,
+    store: SyncStore,
 ) -> None:
     active = entry(1, subject="catalog-sync")
     store.add(active)
@@ -170,7 +229,7 @@ def test_a_revoked_entry_may_be_added_beside_an_active_one_with_its_subject(
 # find_subject / find_tag
 
 
-def test_find_subject_returns_only_the_unrevoked_holder(store: EntryStore) -> None:
+def test_find_subject_returns_only_the_unrevoked_holder(store: SyncStore) -> None:
     store.add(entry(1, subject="gone", revoked=True))
     store.add(entry(2, subject="here"))
     assert store.find_subject("gone") is None
@@ -180,14 +239,14 @@ def test_find_subject_returns_only_the_unrevoked_holder(store: EntryStore) -> No
     assert found.id == "id-002"
 
 
-def test_find_subject_is_exact_not_a_prefix_or_case_insensitive_match(store: EntryStore) -> None:
+def test_find_subject_is_exact_not_a_prefix_or_case_insensitive_match(store: SyncStore) -> None:
     store.add(entry(1, subject="catalog-sync"))
     assert store.find_subject("catalog") is None
     assert store.find_subject("Catalog-Sync") is None
 
 
 def test_find_tag_returns_every_entry_with_the_tag_revoked_ones_included(
-    store: EntryStore,
+    store: SyncStore,
 ) -> None:
     store.add(entry(1, tag=42))
     store.add(entry(2, tag=42, revoked=True))
@@ -198,7 +257,7 @@ def test_find_tag_returns_every_entry_with_the_tag_revoked_ones_included(
     assert [e.id for e in store.find_tag(43)] == ["id-003"]
 
 
-def test_find_tag_sees_a_new_tag_after_a_rotation(store: EntryStore) -> None:
+def test_find_tag_sees_a_new_tag_after_a_rotation(store: SyncStore) -> None:
     store.add(entry(1, tag=42))
     rotated = replace(store.get("id-001"), lookup_tag=99, verifier="fake$v1$s$new", revision=2)
     store.rotate(rotated)
@@ -209,7 +268,7 @@ def test_find_tag_sees_a_new_tag_after_a_rotation(store: EntryStore) -> None:
 # replace
 
 
-def test_replace_over_the_previous_revision_writes_the_entry(store: EntryStore) -> None:
+def test_replace_over_the_previous_revision_writes_the_entry(store: SyncStore) -> None:
     store.add(entry(1))
     updated = replace(
         store.get("id-001"), description="new words", revision=2, update_time=T0 + timedelta(1)
@@ -220,7 +279,7 @@ def test_replace_over_the_previous_revision_writes_the_entry(store: EntryStore) 
 
 @pytest.mark.parametrize("revision", [1, 2, 4])
 def test_replace_over_any_other_revision_raises_aborted_and_writes_nothing(
-    store: EntryStore, revision: int
+    store: SyncStore, revision: int
 ) -> None:
     original = entry(1)
     store.add(original)
@@ -231,7 +290,7 @@ def test_replace_over_any_other_revision_raises_aborted_and_writes_nothing(
     assert store.get("id-001") == before
 
 
-def test_replace_keeps_a_use_recorded_after_the_entry_was_read(store: EntryStore) -> None:
+def test_replace_keeps_a_use_recorded_after_the_entry_was_read(store: SyncStore) -> None:
     store.add(entry(1))
     read = store.get("id-001")
     store.record_use({"id-001": T0 + timedelta(hours=2)})
@@ -241,7 +300,7 @@ def test_replace_keeps_a_use_recorded_after_the_entry_was_read(store: EntryStore
 
 
 def test_replace_that_would_duplicate_an_unrevoked_subject_raises_already_exists(
-    store: EntryStore,
+    store: SyncStore,
 ) -> None:
     store.add(entry(1, subject="first"))
     store.add(entry(2, subject="second"))
@@ -251,7 +310,7 @@ def test_replace_that_would_duplicate_an_unrevoked_subject_raises_already_exists
     assert store.get("id-002") == before
 
 
-def test_rotate_retires_the_old_verifier(store: EntryStore) -> None:
+def test_rotate_retires_the_old_verifier(store: SyncStore) -> None:
     original = entry(1, tag=41)
     store.add(original)
     store.rotate(replace(original, verifier="$new", lookup_tag=42, revision=2))
@@ -260,7 +319,7 @@ def test_rotate_retires_the_old_verifier(store: EntryStore) -> None:
 
 
 def test_replace_keeps_the_stored_token_even_if_a_rehash_came_after_the_read(
-    store: EntryStore,
+    store: SyncStore,
 ) -> None:
     original = entry(1, tag=41)
     store.add(original)
@@ -272,14 +331,14 @@ def test_replace_keeps_the_stored_token_even_if_a_rehash_came_after_the_read(
     assert store.find_retired(41) == []
 
 
-def test_replace_that_keeps_the_verifier_retires_nothing(store: EntryStore) -> None:
+def test_replace_that_keeps_the_verifier_retires_nothing(store: SyncStore) -> None:
     original = entry(1, tag=41)
     store.add(original)
     store.replace(replace(original, description="same token", revision=2))
     assert store.find_retired(41) == []
 
 
-def test_an_aborted_replace_retires_nothing(store: EntryStore) -> None:
+def test_an_aborted_replace_retires_nothing(store: SyncStore) -> None:
     original = entry(1, tag=41)
     store.add(original)
     with pytest.raises(Aborted):
@@ -287,14 +346,14 @@ def test_an_aborted_replace_retires_nothing(store: EntryStore) -> None:
     assert store.find_retired(41) == []
 
 
-def test_replace_of_an_unknown_id_raises_not_found(store: EntryStore) -> None:
+def test_replace_of_an_unknown_id_raises_not_found(store: SyncStore) -> None:
     store.add(entry(1))
     with pytest.raises(NotFound):
         store.replace(replace(entry(2), revision=2))
     assert store.list_entries(None, 10, include_revoked=True) == [entry(1)]
 
 
-def test_replace_that_revokes_frees_the_subject_and_keeps_the_entry(store: EntryStore) -> None:
+def test_replace_that_revokes_frees_the_subject_and_keeps_the_entry(store: SyncStore) -> None:
     store.add(entry(1, subject="catalog-sync"))
     revoked = revoke(store.get("id-001"))
     store.replace(revoked)
@@ -305,7 +364,7 @@ def test_replace_that_revokes_frees_the_subject_and_keeps_the_entry(store: Entry
 # replace_verifier
 
 
-def test_replace_verifier_swaps_a_verifier_that_is_still_the_old_one(store: EntryStore) -> None:
+def test_replace_verifier_swaps_a_verifier_that_is_still_the_old_one(store: SyncStore) -> None:
     original = entry(1)
     store.add(original)
     store.replace_verifier(original.id, original.verifier, "fake$v2$salt$stronger")
@@ -315,7 +374,7 @@ def test_replace_verifier_swaps_a_verifier_that_is_still_the_old_one(store: Entr
     assert replace(stored, verifier=original.verifier) == original
 
 
-def test_replace_verifier_leaves_a_rotated_verifier_alone(store: EntryStore) -> None:
+def test_replace_verifier_leaves_a_rotated_verifier_alone(store: SyncStore) -> None:
     original = entry(1)
     store.add(original)
     rotated = replace(original, verifier="fake$v1$salt$rotated", lookup_tag=7, revision=2)
@@ -324,7 +383,7 @@ def test_replace_verifier_leaves_a_rotated_verifier_alone(store: EntryStore) -> 
     assert store.get(original.id) == rotated
 
 
-def test_replace_verifier_of_an_unknown_id_changes_nothing(store: EntryStore) -> None:
+def test_replace_verifier_of_an_unknown_id_changes_nothing(store: SyncStore) -> None:
     store.add(entry(1))
     store.replace_verifier("id-999", "anything", "fake$v2$salt$new")
     assert store.list_entries(None, 10, include_revoked=True) == [entry(1)]
@@ -334,7 +393,7 @@ def test_replace_verifier_of_an_unknown_id_changes_nothing(store: EntryStore) ->
 
 
 def test_entries_are_listed_by_creation_time_then_id_not_by_insertion(
-    store: EntryStore,
+    store: SyncStore,
 ) -> None:
     same_moment = T0 + timedelta(hours=1)
     for n, created in [
@@ -350,7 +409,7 @@ def test_entries_are_listed_by_creation_time_then_id_not_by_insertion(
 
 
 def test_listing_resumes_strictly_after_the_cursor_and_stops_at_the_limit(
-    store: EntryStore,
+    store: SyncStore,
 ) -> None:
     same_moment = T0 + timedelta(seconds=3)
     for n in range(1, 6):
@@ -369,7 +428,7 @@ def test_listing_resumes_strictly_after_the_cursor_and_stops_at_the_limit(
     assert store.list_entries((rest[-1].create_time, rest[-1].id), 2, False) == []
 
 
-def test_a_cursor_need_not_name_an_existing_entry(store: EntryStore) -> None:
+def test_a_cursor_need_not_name_an_existing_entry(store: SyncStore) -> None:
     same_moment = T0 + timedelta(hours=1)
     store.add(entry(1, created=same_moment))
     store.add(entry(3, created=same_moment))
@@ -377,7 +436,7 @@ def test_a_cursor_need_not_name_an_existing_entry(store: EntryStore) -> None:
     assert [e.id for e in after_a_deleted_id] == ["id-003"]
 
 
-def test_revoked_entries_are_listed_only_when_asked_for(store: EntryStore) -> None:
+def test_revoked_entries_are_listed_only_when_asked_for(store: SyncStore) -> None:
     store.add(entry(1))
     store.add(entry(2, revoked=True))
     store.add(entry(3))
@@ -387,14 +446,14 @@ def test_revoked_entries_are_listed_only_when_asked_for(store: EntryStore) -> No
     assert [e.id for e in store.list_entries(None, 2, False)] == ["id-001", "id-003"]
 
 
-def test_listing_an_empty_store_returns_nothing(store: EntryStore) -> None:
+def test_listing_an_empty_store_returns_nothing(store: SyncStore) -> None:
     assert store.list_entries(None, 10, include_revoked=True) == []
 
 
 # count_by_state
 
 
-def test_entries_are_counted_by_their_state_at_the_given_time(store: EntryStore) -> None:
+def test_entries_are_counted_by_their_state_at_the_given_time(store: SyncStore) -> None:
     assert store.count_by_state(T0) == {State.ACTIVE: 0, State.REVOKED: 0, State.EXPIRED: 0}
     store.add(entry(1))
     store.add(entry(2, revoked=True))
@@ -406,7 +465,7 @@ def test_entries_are_counted_by_their_state_at_the_given_time(store: EntryStore)
     assert store.count_by_state(later) == {State.ACTIVE: 1, State.REVOKED: 2, State.EXPIRED: 1}
 
 
-def test_all_tags_holds_the_tag_of_every_entry_revoked_ones_included(store: EntryStore) -> None:
+def test_all_tags_holds_the_tag_of_every_entry_revoked_ones_included(store: SyncStore) -> None:
     assert store.all_tags() == set()
     store.add(entry(1, tag=7))
     store.add(entry(2, tag=7, subject="other"))
@@ -417,7 +476,7 @@ def test_all_tags_holds_the_tag_of_every_entry_revoked_ones_included(store: Entr
 # record_use
 
 
-def test_record_use_sets_last_used_time_of_every_entry_in_the_batch(store: EntryStore) -> None:
+def test_record_use_sets_last_used_time_of_every_entry_in_the_batch(store: SyncStore) -> None:
     for n in (1, 2, 3):
         store.add(entry(n))
     store.record_use(
@@ -428,7 +487,7 @@ def test_record_use_sets_last_used_time_of_every_entry_in_the_batch(store: Entry
     assert store.get("id-003").last_used_time == T0 + timedelta(minutes=3, microseconds=7)
 
 
-def test_record_use_only_moves_last_used_time_forward(store: EntryStore) -> None:
+def test_record_use_only_moves_last_used_time_forward(store: SyncStore) -> None:
     store.add(entry(1))
     later, earlier = T0 + timedelta(hours=2), T0 + timedelta(hours=1)
     store.record_use({"id-001": later})
@@ -438,7 +497,7 @@ def test_record_use_only_moves_last_used_time_forward(store: EntryStore) -> None
     assert store.get("id-001").last_used_time == later + timedelta(microseconds=1)
 
 
-def test_record_use_is_not_a_revision_change(store: EntryStore) -> None:
+def test_record_use_is_not_a_revision_change(store: SyncStore) -> None:
     original = entry(1)
     store.add(original)
     store.record_use({"id-001": T0 + timedelta(hours=1)})
@@ -448,7 +507,7 @@ def test_record_use_is_not_a_revision_change(store: EntryStore) -> None:
     assert replace(stored, last_used_time=None) == original
 
 
-def test_record_use_ignores_unknown_ids_and_still_records_the_rest(store: EntryStore) -> None:
+def test_record_use_ignores_unknown_ids_and_still_records_the_rest(store: SyncStore) -> None:
     store.add(entry(1))
     store.record_use({"id-999": T0, "id-001": T0 + timedelta(seconds=9)})
     assert store.get("id-001").last_used_time == T0 + timedelta(seconds=9)
@@ -456,7 +515,7 @@ def test_record_use_ignores_unknown_ids_and_still_records_the_rest(store: EntryS
         store.get("id-999")
 
 
-def test_record_use_of_a_revoked_entry_is_recorded_for_audit(store: EntryStore) -> None:
+def test_record_use_of_a_revoked_entry_is_recorded_for_audit(store: SyncStore) -> None:
     store.add(entry(1, revoked=True))
     store.record_use({"id-001": T0 + timedelta(days=1)})
     assert store.get("id-001").last_used_time == T0 + timedelta(days=1)
@@ -477,3 +536,241 @@ def test_entries_written_before_close_are_there_after_reopening(
         replace(written[0], last_used_time=T0 + timedelta(days=1)),
         written[1],
     ]
+
+
+# the event log and the change feed
+
+
+class Refused(Exception):
+    """What the test guards raise to refuse a write."""
+
+
+def refuse(actor: Entry | None) -> None:
+    raise Refused(actor)
+
+
+def test_an_empty_store_has_no_events(store: SyncStore) -> None:
+    assert store.head() == 0
+    assert store.changes(0) == Changes()
+
+
+def test_every_write_returns_its_event_with_a_strictly_increasing_revision(
+    store: SyncStore,
+) -> None:
+    first = entry(1, tag=41)
+    created = store.add(first, Change(actor_id="admin-1", fields=("subject", "description")))
+    updated = store.replace(
+        replace(first, description="changed", revision=2, update_time=T0 + timedelta(hours=1)),
+        Change(actor_id="admin-2", fields=("description",)),
+    )
+    rotated = store.rotate(
+        replace(
+            store.get(first.id),
+            verifier="fake$v1$s$new",
+            lookup_tag=42,
+            revision=3,
+            update_time=T0 + timedelta(hours=2),
+        ),
+        Change(actor_id="admin-1"),
+    )
+    revoked = store.replace(revoke(store.get(first.id)), Change(fields=("revoke_reason",)))
+    other = store.add(entry(2))
+
+    events = [created, updated, rotated, revoked, other]
+    assert [(e.entry_id, e.kind, e.actor_id, e.fields) for e in events] == [
+        ("id-001", ChangeKind.CREATED, "admin-1", ("subject", "description")),
+        ("id-001", ChangeKind.UPDATED, "admin-2", ("description",)),
+        ("id-001", ChangeKind.ROTATED, "admin-1", ()),
+        ("id-001", ChangeKind.REVOKED, "", ("revoke_reason",)),
+        ("id-002", ChangeKind.CREATED, "", ()),
+    ]
+    revisions = [e.revision for e in events]
+    assert revisions[0] > 0
+    assert all(a < b for a, b in itertools.pairwise(revisions))
+    assert store.head() == revisions[-1]
+
+
+def test_changes_returns_the_events_past_a_revision_oldest_first_with_their_entries_now(
+    store: SyncStore,
+) -> None:
+    events = [store.add(entry(1)), store.add(entry(2))]
+    events.append(store.replace(replace(entry(1), description="second", revision=2)))
+    events.append(store.add(entry(3)))
+    current = {e.id: e for e in store.list_entries(None, 10, include_revoked=True)}
+
+    for i, after in enumerate([0, *(e.revision for e in events)]):
+        changes = store.changes(after)
+        assert changes.events == tuple(events[i:]), after
+        assert dict(changes.entries) == {e.entry_id: current[e.entry_id] for e in events[i:]}
+        assert not changes.more
+    # The entry as it is now, not as the event's write left it.
+    assert store.changes(0).entries["id-001"].description == "second"
+
+
+def test_reading_changes_until_no_more_yields_every_event_once_in_order(
+    store: SyncStore,
+) -> None:
+    written = [store.add(entry(n)) for n in range(600)]  # more than one batch of the store's
+    read: list[Event] = []
+    after = 0
+    while True:
+        changes = store.changes(after)
+        read += changes.events
+        assert set(changes.entries) == {e.entry_id for e in changes.events}
+        if not changes.more:
+            break
+        after = changes.events[-1].revision
+    assert read == written
+
+
+def test_version_moves_after_every_kind_of_write(store: SyncStore) -> None:
+    original = entry(1, tag=41)
+    writes: list[Callable[[], object]] = [
+        lambda: store.add(original),
+        lambda: store.replace(replace(original, description="changed", revision=2)),
+        lambda: store.rotate(
+            replace(store.get(original.id), verifier="fake$v1$s$new", lookup_tag=42, revision=3)
+        ),
+        lambda: store.replace_verifier(original.id, "fake$v1$s$new", "fake$v2$s$stronger"),
+        lambda: store.record_use({original.id: T0 + timedelta(hours=1)}),
+        lambda: store.replace(revoke(store.get(original.id))),
+    ]
+    for write in writes:
+        before = store.version()
+        write()
+        assert store.version() != before
+
+
+def test_version_stays_put_while_nothing_is_written(store: SyncStore) -> None:
+    store.add(entry(1))
+    before = store.version()
+    store.get("id-001")
+    store.changes(0)
+    store.list_entries(None, 10, include_revoked=True)
+    assert store.version() == before
+
+
+@pytest.mark.parametrize("write", ["add", "replace", "rotate"])
+def test_a_guard_that_raises_refuses_the_write_and_appends_no_event(
+    store: SyncStore, write: str
+) -> None:
+    original = entry(1, tag=41)
+    store.add(original)
+    head = store.head()
+    guarded = Change(actor_id="id-001", guard=refuse)
+    writes: dict[str, Callable[[], Event]] = {
+        "add": lambda: store.add(entry(2), guarded),
+        "replace": lambda: store.replace(
+            replace(original, description="changed", revision=2), guarded
+        ),
+        "rotate": lambda: store.rotate(
+            replace(original, verifier="fake$v1$s$new", lookup_tag=42, revision=2), guarded
+        ),
+    }
+    with pytest.raises(Refused):
+        writes[write]()
+    assert store.list_entries(None, 10, include_revoked=True) == [original]
+    assert store.find_retired(41) == []
+    assert store.head() == head
+    assert store.changes(head).events == ()
+
+
+def test_the_guard_sees_the_actor_as_stored_when_the_write_commits(store: SyncStore) -> None:
+    admin = entry(1)
+    store.add(admin)
+    store.replace(revoke(admin))
+    seen: list[Entry | None] = []
+    store.add(entry(2), Change(actor_id=admin.id, guard=seen.append))
+    store.add(entry(3), Change(actor_id="id-999", guard=seen.append))
+    store.add(entry(4), Change(guard=seen.append))
+    assert seen == [store.get(admin.id), None, None]
+    assert seen[0] is not None
+    assert seen[0].revoke_time is not None
+
+
+def test_a_claim_missing_a_stored_verifier_of_its_tag_raises_claim_changed_and_writes_nothing(
+    store: SyncStore,
+) -> None:
+    holder = entry(1, tag=42)
+    other = entry(2, tag=7)
+    store.add(holder)
+    store.add(other)
+    head = store.head()
+    unchecked = Claim(42, frozenset({"fake$v1$s$some-other-verifier"}))
+
+    with pytest.raises(ClaimChanged):
+        store.add(entry(3, tag=42), Change(claim=unchecked))
+    with pytest.raises(ClaimChanged):
+        store.rotate(
+            replace(other, verifier="fake$v1$s$new", lookup_tag=42, revision=2),
+            Change(claim=unchecked),
+        )
+    assert store.list_entries(None, 10, include_revoked=True) == [holder, other]
+    assert store.find_retired(7) == []
+    assert store.head() == head
+
+    checked = Claim(42, frozenset({holder.verifier}))
+    added = store.add(entry(3, tag=42), Change(claim=checked))
+    assert store.get("id-003") == entry(3, tag=42)
+    assert store.head() == added.revision
+
+
+def test_a_claim_missing_a_retired_verifier_of_its_tag_raises_claim_changed(
+    store: SyncStore,
+) -> None:
+    original = entry(1, tag=42)
+    store.add(original)
+    store.rotate(replace(original, verifier="fake$v1$s$new", lookup_tag=50, revision=2))
+    assert store.find_tag(42) == []
+    head = store.head()
+
+    with pytest.raises(ClaimChanged):
+        store.add(entry(2, tag=42), Change(claim=Claim(42)))
+    with pytest.raises(NotFound):
+        store.get("id-002")
+    assert store.head() == head
+
+    store.add(entry(2, tag=42), Change(claim=Claim(42, frozenset({original.verifier}))))
+    assert store.get("id-002").lookup_tag == 42
+
+
+def test_a_claim_on_a_tag_nothing_holds_lets_the_write_commit(store: SyncStore) -> None:
+    store.add(entry(1, tag=41))
+    event = store.add(entry(2, tag=42), Change(claim=Claim(42)))
+    assert (event.entry_id, event.kind) == ("id-002", ChangeKind.CREATED)
+    assert store.get("id-002").lookup_tag == 42
+
+
+def test_a_refused_write_appends_no_event(store: SyncStore) -> None:
+    original = entry(1, subject="taken")
+    store.add(original)
+    head = store.head()
+    with pytest.raises(AlreadyExists):
+        store.add(entry(2, subject="taken"))
+    with pytest.raises(Aborted):
+        store.replace(replace(original, description="stale", revision=5))
+    with pytest.raises(NotFound):
+        store.replace(replace(entry(3), revision=2))
+    assert store.head() == head
+    assert store.changes(head).events == ()
+
+
+def test_record_use_appends_no_event(store: SyncStore) -> None:
+    store.add(entry(1))
+    head = store.head()
+    store.record_use({"id-001": T0 + timedelta(hours=1)})
+    assert store.head() == head
+    assert store.changes(head).events == ()
+
+
+def test_events_survive_reopening_and_revisions_continue_after_them(
+    subject_store: StoreUnderTest,
+) -> None:
+    store = subject_store.store
+    written = [store.add(entry(1)), store.replace(revoke(entry(1)), Change(actor_id="admin"))]
+    reopened = subject_store.reopen()
+    assert reopened.head() == written[-1].revision
+    assert reopened.changes(0).events == tuple(written)
+    after = reopened.add(entry(2))
+    assert after.revision > written[-1].revision
+    assert reopened.changes(written[-1].revision).events == (after,)

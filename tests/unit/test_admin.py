@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import json
 import threading
-from collections.abc import Awaitable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from authz_service.adapters.threaded_store import ThreadedStore
 from authz_service.api.convert import entry_message
+from authz_service.core.changes import Change, ChangeKind, Event
 from authz_service.core.decision import Decision
 from authz_service.core.errors import (
     Aborted,
@@ -38,13 +40,15 @@ from authz_service.core.model import (
     Entry,
     Restriction,
     State,
+    new_etag,
     to_micros,
 )
 from authz_service.core.rules import RestrictionInput
 from authz_service.core.tokens import lookup_tag
 from authz_service.usecases import Admin, Checker, EntryChange, NewEntry
-from authz_service.usecases.admin import MAX_CLAIMS_WAITING, PAGE_BYTES, listed_size
-from fakes import FakeHasher, InMemoryStore
+from authz_service.usecases.admin import PAGE_BYTES, listed_size
+from authz_service.usecases.claims import MAX_CLAIMS_WAITING
+from fakes import FakeHasher, InMemoryStore, memory_port
 
 KEY = bytes(range(32))
 T0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
@@ -54,6 +58,7 @@ TOKEN = "catalog-sync-token-0002"
 OTHER_TOKEN = "scaffolder-token-0003"
 ANY_CATALOG = RestrictionInput("catalog")
 ADMIN_CALLS = ["create", "update", "revoke", "get", "list"]
+WAIT_SECONDS = 10
 
 T = TypeVar("T")
 E = TypeVar("E", bound=AuthzError)
@@ -61,6 +66,15 @@ E = TypeVar("E", bound=AuthzError)
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Yield to the loop (and the store's threads) until `condition()` holds."""
+    for _ in range(WAIT_SECONDS * 100):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"timed out waiting until {what}")
 
 
 class Clock:
@@ -79,12 +93,15 @@ class Clock:
 
 @dataclass
 class World:
+    """One process of the service: its store port, Checker and Admin, over a blocking store
+    that other processes (other worlds) may share."""
+
     store: InMemoryStore
     hasher: FakeHasher
     checker: Checker
     admin: Admin
     clock: Clock
-    write_pool: ThreadPoolExecutor
+    port: ThreadedStore
     root: Entry | None = None
 
     def seed(
@@ -117,30 +134,71 @@ class World:
         return await self.checker.check(token, "", plugin, "", 0)
 
     async def create(self, subject: str, token: str, **fields: Any) -> Entry:
+        return await self.create_as(ROOT, subject, token, **fields)
+
+    async def create_as(self, authorization: str, subject: str, token: str, **fields: Any) -> Entry:
         fields.setdefault("restrictions", [ANY_CATALOG])
-        return await self.admin.create(ROOT, NewEntry(subject, token, **fields))
+        return await self.admin.create(authorization, NewEntry(subject, token, **fields))
+
+
+class Worlds:
+    """Opens processes (worlds), each with its own store port, hash pool, Checker and Admin,
+    and closes them all at the end of the test."""
+
+    def __init__(self) -> None:
+        self._opened: list[tuple[ThreadedStore, ThreadPoolExecutor]] = []
+
+    def open(
+        self,
+        store: InMemoryStore | None = None,
+        *,
+        clock: Clock | None = None,
+        hasher: FakeHasher | None = None,
+    ) -> World:
+        """A started process over `store` (a new one by default) with the root admin in it."""
+        store = InMemoryStore() if store is None else store
+        hasher = FakeHasher() if hasher is None else hasher
+        the_clock = Clock(T0) if clock is None else clock
+        hash_pool = ThreadPoolExecutor(2, thread_name_prefix="test-hash")
+        port = memory_port(store)
+        self._opened.append((port, hash_pool))
+        checker = Checker(
+            port, hasher, KEY, hash_pool, hash_workers=2, clock=lambda: the_clock().timestamp()
+        )
+        admin = Admin(port, hasher, checker, key=KEY, clock=the_clock)
+        world = World(store, hasher, checker, admin, the_clock, port)
+        world.root = store.find_subject("root-admin") or world.seed(
+            ROOT_TOKEN, "root-admin", (FULL_ADMIN_RESTRICTION,)
+        )
+        run(checker.start())
+        return world
+
+    def close(self) -> None:
+        for port, hash_pool in reversed(self._opened):
+            port.close()
+            hash_pool.shutdown(wait=True)
 
 
 @pytest.fixture
-def world() -> Iterator[World]:
-    hash_pool = ThreadPoolExecutor(2, thread_name_prefix="test-hash")
-    write_pool = ThreadPoolExecutor(1, thread_name_prefix="test-write")
-    store, hasher, clock = InMemoryStore(), FakeHasher(), Clock(T0)
-    checker = Checker(store, hasher, KEY, hash_pool, write_pool, clock=lambda: clock().timestamp())
-    admin = Admin(store, hasher, checker, key=KEY, write_pool=write_pool, clock=clock)
-    world = World(store, hasher, checker, admin, clock, write_pool)
-    world.root = world.seed(ROOT_TOKEN, "root-admin", (FULL_ADMIN_RESTRICTION,))
-    yield world
-    hash_pool.shutdown(wait=True)
-    write_pool.shutdown(wait=True)
+def worlds() -> Iterator[Worlds]:
+    opened = Worlds()
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def world(worlds: Worlds) -> World:
+    return worlds.open()
 
 
 async def refused(world: World, call: Awaitable[object], error: type[E]) -> E:
-    """Await `call`, expect `error`, and check that the store did not change."""
-    before = world.store.snapshot()
+    """Await `call`, expect `error`, and check that the store did not change: no entry, no
+    retired verifier, no event."""
+    before, events = world.store.snapshot(), world.store.events()
     with pytest.raises(error) as caught:
         await call
     assert world.store.snapshot() == before, "a refused call changed the store"
+    assert world.store.events() == events, "a refused call appended an event"
     return caught.value
 
 
@@ -491,9 +549,21 @@ def held_hashes(world: World, monkeypatch: pytest.MonkeyPatch) -> HeldHashes:
     return HeldHashes(world, monkeypatch)
 
 
+def take_away(store: InMemoryStore, entry_id: str, how: str, now: datetime) -> None:
+    """Revoke an admin, or narrow it to reading, straight in the store: as another process's
+    admin call would, with nothing telling this process's Checker but the store's events."""
+    current = store.get(entry_id)
+    if how == "revoked":
+        changed = replace(current, revoke_time=now, revoke_reason="left the team")
+    else:
+        changed = replace(current, restrictions=only(AdminPermission.READ))
+    store.replace(replace(changed, update_time=now, revision=current.revision + 1, etag=new_etag()))
+
+
+@pytest.mark.parametrize("where", ["here", "elsewhere"])
 @pytest.mark.parametrize("taken_away", ["revoked", "narrowed"])
 def test_an_admin_revoked_or_narrowed_while_its_create_waits_writes_nothing(
-    world: World, held_hashes: HeldHashes, taken_away: str
+    world: World, held_hashes: HeldHashes, taken_away: str, where: str
 ) -> None:
     creator = world.seed(CREATOR_TOKEN, "creator", only(AdminPermission.CREATE))
     held_hashes.hold()
@@ -503,8 +573,10 @@ def test_an_admin_revoked_or_narrowed_while_its_create_waits_writes_nothing(
     async def scenario() -> AuthzError:
         await world.admin.list(ROOT, 1, "", include_revoked=False)  # root's token, verified
         waiting = asyncio.create_task(world.admin.create(AS_CREATOR, new))
-        assert await asyncio.to_thread(entered.wait, 10)  # it waits for its token's verifier
-        if taken_away == "revoked":
+        assert await asyncio.to_thread(entered.wait, WAIT_SECONDS)  # it waits for a verifier
+        if where == "elsewhere":
+            take_away(world.store, creator.id, taken_away, world.clock())
+        elif taken_away == "revoked":
             await world.admin.revoke(ROOT, creator.id, "left the team")
         else:
             current = world.store.get(creator.id)
@@ -517,15 +589,24 @@ def test_an_admin_revoked_or_narrowed_while_its_create_waits_writes_nothing(
                     restrictions=[RestrictionInput("authz", ["authz.entry.read"])],
                 ),
             )
+        events = world.store.events()
         gate.set()
         with pytest.raises((Unauthenticated, PermissionDenied)) as raised:
             await waiting
+        assert world.store.events() == events, "the refused create appended an event"
         return raised.value
 
     error = run(scenario())
     expected = Unauthenticated if taken_away == "revoked" else PermissionDenied
     assert isinstance(error, expected)
     assert world.store.find_subject("made-too-late") is None
+    assert world.store.find_tag(lookup_tag(KEY, TOKEN)) == []
+
+
+def claims_waiting(admin: Admin) -> int:
+    """How many creates and rotations hold or wait for the claim lock (a private count: no
+    public one tells that a task has reached the lock rather than a store read before it)."""
+    return admin._claims._waiting
 
 
 def test_creates_beyond_the_waiting_bound_are_unavailable_and_change_nothing(
@@ -540,15 +621,93 @@ def test_creates_beyond_the_waiting_bound_are_unavailable_and_change_nothing(
             asyncio.create_task(world.create(f"burst-{n}", f"burst-token-{n:04d}"))
             for n in range(MAX_CLAIMS_WAITING)
         ]
-        assert await asyncio.to_thread(entered.wait, 10)
-        await asyncio.sleep(0)
-        with pytest.raises(Unavailable):
-            await world.create("one-too-many", "one-too-many-token")
+        assert await asyncio.to_thread(entered.wait, WAIT_SECONDS)
+        await until(lambda: claims_waiting(world.admin) == MAX_CLAIMS_WAITING, "every create waits")
+        await refused(world, world.create("one-too-many", "one-too-many-token"), Unavailable)
         gate.set()
         return await asyncio.gather(*waiting)
 
     assert len(run(scenario())) == MAX_CLAIMS_WAITING
     assert world.store.find_subject("one-too-many") is None
+
+
+class InterleavingStore(InMemoryStore):
+    """Lets a test commit another process's write at a chosen moment: `after_get[id]` runs just
+    after the next read of that entry, `before_write` as the next write starts (before its
+    transaction, so before its guard and its claim are checked)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.after_get: dict[str, Callable[[], object]] = {}
+        self.before_write: Callable[[], object] | None = None
+
+    def get(self, entry_id: str) -> Entry:
+        entry = super().get(entry_id)
+        action = self.after_get.pop(entry_id, None)
+        if action is not None:
+            action()
+        return entry
+
+    def add(self, entry: Entry, change: Change | None = None) -> Event:
+        self._interleave()
+        return super().add(entry, change)
+
+    def replace(self, entry: Entry, change: Change | None = None) -> Event:
+        self._interleave()
+        return super().replace(entry, change)
+
+    def rotate(self, entry: Entry, change: Change | None = None) -> Event:
+        self._interleave()
+        return super().rotate(entry, change)
+
+    def _interleave(self) -> None:
+        action, self.before_write = self.before_write, None
+        if action is not None:
+            action()
+
+
+@pytest.mark.parametrize("taken_away", ["revoked", "narrowed"])
+@pytest.mark.parametrize("write", ["create", "update", "rotate", "revoke"])
+def test_a_write_committed_after_its_admin_was_taken_away_elsewhere_writes_nothing(
+    worlds: Worlds, write: str, taken_away: str
+) -> None:
+    store = InterleavingStore()
+    world = worlds.open(store)
+    acting = world.seed(UPDATER_TOKEN, "second-admin", (FULL_ADMIN_RESTRICTION,))
+    target = world.seed(TOKEN, "plain", (Restriction("catalog"),))
+    calls = {
+        "create": lambda: world.admin.create(
+            AS_UPDATER, NewEntry("made-too-late", "made-too-late-token", restrictions=[ANY_CATALOG])
+        ),
+        "update": lambda: world.admin.update(
+            AS_UPDATER, EntryChange(target.id, target.etag, ["description"], description="late")
+        ),
+        "rotate": lambda: world.admin.update(
+            AS_UPDATER, EntryChange(target.id, target.etag, new_token="rotated-too-late-token")
+        ),
+        "revoke": lambda: world.admin.revoke(AS_UPDATER, target.id, "too late"),
+    }
+
+    async def scenario() -> AuthzError:
+        assert (await world.admin.get(AS_UPDATER, target.id)) == target  # its token, verified
+        # Another process takes the admin's rights away after every check of this call but the
+        # one inside the write's transaction, and this process's cache has not seen it.
+        store.before_write = lambda: take_away(store, acting.id, taken_away, world.clock())
+        with pytest.raises((Unauthenticated, PermissionDenied)) as raised:
+            await calls[write]()
+        assert store.before_write is None, "the call never reached its write"
+        return raised.value
+
+    error = run(scenario())
+    expected = Unauthenticated if taken_away == "revoked" else PermissionDenied
+    assert isinstance(error, expected)
+    assert store.get(target.id) == target
+    assert store.find_subject("made-too-late") is None
+    assert store.find_retired(target.lookup_tag) == []
+    assert [(e.entry_id, e.actor_id) for e in store.events()[-1:]] == [(acting.id, "")]
+    # The take-away itself is in force on this process's next call.
+    again = EntryChange(target.id, target.etag, ["description"], description="again")
+    run(refused(world, world.admin.update(AS_UPDATER, again), expected))
 
 
 def test_an_admin_without_authz_rights_of_its_own_can_revoke_plain_entries_only(
@@ -705,7 +864,7 @@ def test_the_subject_of_a_revoked_entry_can_be_used_again(world: World) -> None:
 
 
 def test_two_concurrent_creates_with_one_token_let_exactly_one_through(world: World) -> None:
-    async def scenario() -> list[Entry | BaseException]:
+    async def scenario() -> tuple[Entry | BaseException, ...]:
         return await asyncio.gather(
             world.create("job-a", TOKEN), world.create("job-b", TOKEN), return_exceptions=True
         )
@@ -721,7 +880,7 @@ def test_two_concurrent_creates_with_one_token_let_exactly_one_through(world: Wo
 
 
 def test_two_concurrent_creates_with_one_subject_let_exactly_one_through(world: World) -> None:
-    async def scenario() -> list[Entry | BaseException]:
+    async def scenario() -> tuple[Entry | BaseException, ...]:
         return await asyncio.gather(
             world.create("job", TOKEN), world.create("job", OTHER_TOKEN), return_exceptions=True
         )
@@ -1009,28 +1168,14 @@ def test_rotation_to_a_malformed_token_is_invalid_without_echoing_it(world: Worl
 # Revoke
 
 
-def test_created_and_rotated_tokens_are_found_by_a_checker_with_the_tags_in_memory() -> None:
-    hash_pool, write_pool = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
-    store, hasher, clock = InMemoryStore(), FakeHasher(), Clock(T0)
-    world = World(store, hasher, None, None, clock, write_pool)  # type: ignore[arg-type]
-    world.seed(ROOT_TOKEN, "root-admin", (FULL_ADMIN_RESTRICTION,))
-    world.checker = Checker(
-        store,
-        hasher,
-        KEY,
-        hash_pool,
-        write_pool,
-        clock=lambda: clock().timestamp(),
-        known_tags=store.all_tags(),
-    )
-    world.admin = Admin(
-        store,
-        hasher,
-        world.checker,
-        key=KEY,
-        write_pool=write_pool,
-        clock=clock,
-    )
+def test_created_and_rotated_tokens_are_found_by_a_checker_that_started_without_their_tags(
+    world: World,
+) -> None:
+    # Started before they existed, the checker answers a token with an unknown tag from memory
+    # alone: the events of the create and the rotation must teach it the new tags.
+    tags = world.checker.tokens.known_tags
+    assert lookup_tag(KEY, TOKEN) not in tags
+    assert lookup_tag(KEY, OTHER_TOKEN) not in tags
 
     async def scenario() -> tuple[Decision, Decision, Decision]:
         created = await world.create("catalog-sync", TOKEN)
@@ -1039,43 +1184,44 @@ def test_created_and_rotated_tokens_are_found_by_a_checker_with_the_tags_in_memo
         return first, await world.check(OTHER_TOKEN), await world.check(TOKEN)
 
     first, rotated, old = run(scenario())
-    hash_pool.shutdown(wait=True)
-    write_pool.shutdown(wait=True)
     assert first.allowed
     assert rotated.allowed
     assert old.reason == "unknown_token"
 
 
-WAIT_SECONDS = 10
+def test_a_revoke_cancelled_mid_write_still_denies_the_next_check(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    real_replace = world.store.replace
 
+    def held_replace(entry: Entry, change: Change | None = None) -> Event:
+        started.set()
+        assert release.wait(WAIT_SECONDS)
+        return real_replace(entry, change)
 
-def test_a_revoke_cancelled_mid_write_still_denies_the_next_check(world: World) -> None:
     async def scenario() -> tuple[Decision, Decision]:
         created = await world.create("catalog-sync", TOKEN)
         assert (await world.check(TOKEN)).allowed  # now cached
-        # Hold the writer thread so the revoke is cancelled while its write waits to run.
-        release = threading.Event()
-        started = threading.Event()
-
-        def hold() -> None:
-            started.set()
-            release.wait(WAIT_SECONDS)
-
-        held = asyncio.get_running_loop().run_in_executor(world.write_pool, hold)
-        await asyncio.to_thread(started.wait, WAIT_SECONDS)
+        verifies, head = world.hasher.verify_calls, world.store.head()
+        # Hold the revoke's write on the writer thread, and cancel the call while it runs.
+        monkeypatch.setattr(world.store, "replace", held_replace)
         revoking = asyncio.create_task(world.admin.revoke(ROOT, created.id, "leaked"))
-        await asyncio.sleep(0)  # let it reach its write
+        assert await asyncio.to_thread(started.wait, WAIT_SECONDS)
         revoking.cancel()
-        release.set()
-        await held
         with pytest.raises(asyncio.CancelledError):
             await revoking
-        # The shielded write and its cache update finish on their own: once a job queued
-        # behind the write has run, the write is done, and its cache update follows on the loop.
-        await asyncio.wrap_future(world.write_pool.submit(lambda: None))
-        await asyncio.sleep(0)
+        assert world.checker.follower.applied == head
+        release.set()
+        # The shielded write commits, and its event is applied to this process's cache with
+        # no Check asking: the next Check finds nothing new in the store and trusts the cache.
+        await until(lambda: world.checker.follower.applied > head, "the revoke is applied")
+        assert [e.kind for e in world.store.events()[head:]] == [ChangeKind.REVOKED]
         assert world.store.get(created.id).revoke_time is not None
-        return await world.check(TOKEN), await world.check(TOKEN)
+        assert world.store.version() == world.checker.follower.seen
+        decisions = await world.check(TOKEN), await world.check(TOKEN)
+        assert world.hasher.verify_calls == verifies
+        return decisions
 
     first, second = run(scenario())
     assert (first.allowed, first.reason) == (False, "revoked")
@@ -1426,43 +1572,24 @@ def test_ensure_bootstrap_admin_refuses_a_malformed_token_without_echoing_it(
 # Usage recorded while an admin write is in flight
 
 
-class InterleavingStore(InMemoryStore):
-    """Runs `after_next_get` right after the next `get`, as a writer thread committing
-    between an update's read of the entry and its write would."""
-
-    after_next_get: Sequence[Any] = ()
-
-    def get(self, entry_id: str) -> Entry:
-        entry = super().get(entry_id)
-        pending, self.after_next_get = self.after_next_get, ()
-        for action in pending:
-            action()
-        return entry
-
-
-def test_a_use_recorded_while_an_update_is_in_flight_survives_the_update() -> None:
-    hash_pool, write_pool = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
-    store, hasher, clock = InterleavingStore(), FakeHasher(), Clock(T0)
-    checker = Checker(store, hasher, KEY, hash_pool, write_pool, clock=lambda: clock().timestamp())
-    admin = Admin(store, hasher, checker, key=KEY, write_pool=write_pool, clock=clock)
-    world = World(store, hasher, checker, admin, clock, write_pool)
-    world.seed(ROOT_TOKEN, "root-admin", (FULL_ADMIN_RESTRICTION,))
+def test_a_use_recorded_while_an_update_is_in_flight_survives_the_update(
+    worlds: Worlds,
+) -> None:
+    store = InterleavingStore()
+    world = worlds.open(store)
     used_at = T0 + timedelta(minutes=5)
 
     async def scenario() -> Entry:
         created = await world.create("catalog-sync", TOKEN)
         # The usage flusher commits this use just after the update has read the entry.
-        store.after_next_get = [lambda: store.record_use({created.id: used_at})]
-        await admin.update(
+        store.after_get[created.id] = lambda: store.record_use({created.id: used_at})
+        await world.admin.update(
             ROOT, EntryChange(created.id, created.etag, ["description"], description="x")
         )
-        return await admin.get(ROOT, created.id)
+        assert created.id not in store.after_get, "the update never read the entry"
+        return await world.admin.get(ROOT, created.id)
 
-    try:
-        got = run(scenario())
-    finally:
-        hash_pool.shutdown(wait=True)
-        write_pool.shutdown(wait=True)
+    got = run(scenario())
     assert got.description == "x"
     assert store.get(got.id).last_used_time == used_at
 
@@ -1515,3 +1642,370 @@ def test_a_page_of_large_entries_stops_at_the_byte_bound_and_the_next_resumes(
         assert len(page) == 1 or sum(listed_size(e) for e in page) <= PAGE_BYTES
     listed = [e.subject for page in pages for e in page]
     assert sorted(listed) == sorted(["root-admin", *(f"large-{n}" for n in range(12))])
+
+
+# Two processes over one store
+
+RACE_ROUNDS = 20
+
+
+class MeetingHasher(FakeHasher):
+    """A FakeHasher whose new verifiers, while `meeting` is set, wait there for the other
+    process's: both racing calls have checked the store before either one writes."""
+
+    meeting: threading.Barrier | None = None
+
+    def hash(self, token: str) -> str:
+        meeting = self.meeting
+        if meeting is not None:
+            meeting.wait()
+        return super().hash(token)
+
+
+@pytest.fixture
+def pair(worlds: Worlds) -> tuple[World, World]:
+    """Two processes, each with its own store port, hasher, Checker and Admin, over one store
+    (as two servers over one SQLite file), with one clock."""
+    first = worlds.open(hasher=MeetingHasher())
+    return first, worlds.open(first.store, clock=first.clock, hasher=MeetingHasher())
+
+
+def meet(a: World, b: World, forced: bool) -> None:
+    """Make the next hash of each process wait for the other's (`forced`), or let them run."""
+    barrier = threading.Barrier(2, timeout=WAIT_SECONDS) if forced else None
+    for world in (a, b):
+        assert isinstance(world.hasher, MeetingHasher)
+        world.hasher.meeting = barrier
+
+
+async def one_wins(*calls: Awaitable[Entry]) -> Entry:
+    """Run the calls at once: exactly one returns, every other raises AlreadyExists."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    won = [o for o in outcomes if isinstance(o, Entry)]
+    assert len(won) == 1, outcomes
+    assert [type(o) for o in outcomes if not isinstance(o, Entry)] == [AlreadyExists], outcomes
+    return won[0]
+
+
+def holders_of(world: World, token: str) -> list[str]:
+    """The ids of the stored entries whose verifier is this token's."""
+    return [
+        e.id for e in world.store.snapshot()[0].values() if world.hasher.verify(e.verifier, token)
+    ]
+
+
+def test_two_processes_creating_one_token_at_once_let_exactly_one_through(
+    pair: tuple[World, World],
+) -> None:
+    a, b = pair
+
+    async def scenario() -> None:
+        for n in range(RACE_ROUNDS):
+            token = f"raced-token-{n:04d}"
+            head = a.store.head()
+            meet(a, b, forced=n % 2 == 0)  # every other round, both check before either writes
+            winner = await one_wins(a.create(f"job-a-{n}", token), b.create(f"job-b-{n}", token))
+            meet(a, b, forced=False)
+            assert holders_of(a, token) == [winner.id]
+            assert [e.entry_id for e in a.store.events()[head:]] == [winner.id]
+            assert (await a.check(token)).entry_id == winner.id
+            assert (await b.check(token)).entry_id == winner.id
+
+    run(scenario())
+
+
+def test_two_processes_creating_one_subject_at_once_let_exactly_one_through(
+    pair: tuple[World, World],
+) -> None:
+    a, b = pair
+
+    async def scenario() -> None:
+        for n in range(RACE_ROUNDS):
+            subject, tokens = f"job-{n}", (f"subject-race-a-{n:04d}", f"subject-race-b-{n:04d}")
+            head = a.store.head()
+            meet(a, b, forced=n % 2 == 0)
+            winner = await one_wins(a.create(subject, tokens[0]), b.create(subject, tokens[1]))
+            meet(a, b, forced=False)
+            assert a.store.find_subject(subject) == winner
+            assert [e.entry_id for e in a.store.events()[head:]] == [winner.id]
+            won, lost = tokens if a.hasher.verify(winner.verifier, tokens[0]) else tokens[::-1]
+            assert holders_of(a, lost) == []
+            for world in (a, b):
+                assert (await world.check(won)).entry_id == winner.id
+                assert (await world.check(lost)).reason == "unknown_token"
+
+    run(scenario())
+
+
+def test_a_rotation_and_a_create_taking_one_token_at_once_let_exactly_one_through(
+    pair: tuple[World, World],
+) -> None:
+    a, b = pair
+
+    async def scenario() -> None:
+        for n in range(RACE_ROUNDS):
+            old, token = f"old-token-{n:04d}", f"new-token-{n:04d}"
+            target = await a.create(f"rotated-{n}", old)
+            head = a.store.head()
+            meet(a, b, forced=n % 2 == 0)
+            winner = await one_wins(
+                a.admin.update(ROOT, EntryChange(target.id, target.etag, new_token=token)),
+                b.create(f"taker-{n}", token),
+            )
+            meet(a, b, forced=False)
+            assert holders_of(a, token) == [winner.id]
+            assert [e.entry_id for e in a.store.events()[head:]] == [winner.id]
+            rotated = winner.id == target.id
+            assert (a.store.get(target.id).verifier == target.verifier) is not rotated
+            for world in (a, b):
+                assert (await world.check(token)).entry_id == winner.id
+                old_decision = await world.check(old)
+                if rotated:
+                    assert old_decision.reason == "unknown_token"
+                else:
+                    assert old_decision.entry_id == target.id
+
+    run(scenario())
+
+
+def test_a_create_on_one_process_is_allowed_by_the_others_very_next_check(
+    pair: tuple[World, World],
+) -> None:
+    a, b = pair
+
+    async def scenario() -> tuple[Entry, Decision, Decision]:
+        before = await b.check(TOKEN)  # a tag B does not know: answered from memory alone
+        created = await a.create("catalog-sync", TOKEN)
+        return created, before, await b.check(TOKEN)
+
+    created, before, after = run(scenario())
+    assert before.reason == "unknown_token"
+    assert after.allowed
+    assert (after.subject, after.entry_id) == ("catalog-sync", created.id)
+
+
+def test_a_revoke_on_one_process_is_denied_by_the_others_very_next_check(
+    pair: tuple[World, World],
+) -> None:
+    a, b = pair
+
+    async def scenario() -> Decision:
+        created = await a.create("catalog-sync", TOKEN)
+        assert (await b.check(TOKEN)).allowed  # now cached on B
+        verifies = b.hasher.verify_calls
+        await a.admin.revoke(ROOT, created.id, "leaked")
+        decision = await b.check(TOKEN)
+        assert b.hasher.verify_calls == verifies  # B's cache followed the revoke's event
+        return decision
+
+    decision = run(scenario())
+    assert (decision.allowed, decision.http_status, decision.reason) == (False, 401, "revoked")
+
+
+def test_narrowed_restrictions_on_one_process_are_in_force_on_the_others_very_next_check(
+    pair: tuple[World, World],
+) -> None:
+    a, b = pair
+
+    async def scenario() -> tuple[Decision, Decision]:
+        created = await a.create("catalog-sync", TOKEN, restrictions=[ANY_CATALOG])
+        assert (await b.check(TOKEN)).allowed  # now cached on B
+        verifies = b.hasher.verify_calls
+        await a.admin.update(
+            ROOT,
+            EntryChange(
+                created.id,
+                created.etag,
+                ["access_restrictions"],
+                restrictions=[RestrictionInput("catalog", ["catalog.entity.read"])],
+            ),
+        )
+        narrowed = await b.checker.check(TOKEN, "", "catalog", "catalog.entity.delete", 0)
+        still = await b.checker.check(TOKEN, "", "catalog", "catalog.entity.read", 0)
+        assert b.hasher.verify_calls == verifies
+        return narrowed, still
+
+    narrowed, still = run(scenario())
+    assert (narrowed.http_status, narrowed.reason) == (403, "permission_not_allowed")
+    assert still.allowed
+
+
+def test_a_rotation_on_one_process_moves_the_others_very_next_check_to_the_new_token(
+    pair: tuple[World, World],
+) -> None:
+    a, b = pair
+
+    async def scenario() -> tuple[Decision, Decision]:
+        created = await a.create("catalog-sync", TOKEN)
+        assert (await b.check(TOKEN)).allowed  # the old token, cached on B
+        await a.admin.update(ROOT, EntryChange(created.id, created.etag, new_token=OTHER_TOKEN))
+        return await b.check(TOKEN), await b.check(OTHER_TOKEN)
+
+    old, new = run(scenario())
+    assert old.reason == "unknown_token"
+    assert new.allowed
+
+
+def test_an_admin_revoked_on_one_process_is_refused_on_the_others_next_call(
+    pair: tuple[World, World],
+) -> None:
+    a, b = pair
+    other = a.seed(OTHER_TOKEN, "other-admin", (FULL_ADMIN_RESTRICTION,))
+    as_other = f"Bearer {OTHER_TOKEN}"
+
+    async def scenario() -> Unauthenticated:
+        await b.admin.get(as_other, other.id)  # warm in B's cache
+        await a.admin.revoke(ROOT, other.id, "left the team")
+        return await refused(b, b.create_as(as_other, "made-by-revoked", TOKEN), Unauthenticated)
+
+    assert "revoked" in str(run(scenario()))
+
+
+# The event log
+
+
+def appended(world: World, head: int) -> list[tuple[ChangeKind, str, str]]:
+    """(kind, entry id, actor id) of each event past revision `head`."""
+    events = world.store.events()
+    assert [e.revision for e in events[head:]] == list(range(head + 1, len(events) + 1))
+    return [(e.kind, e.entry_id, e.actor_id) for e in events[head:]]
+
+
+def test_every_admin_write_appends_one_event_naming_its_kind_entry_and_actor(
+    world: World,
+) -> None:
+    assert world.root is not None
+    root = world.root
+    second = world.seed(UPDATER_TOKEN, "second-admin", (FULL_ADMIN_RESTRICTION,))
+
+    async def scenario() -> None:
+        head = world.store.head()
+        created = await world.admin.create(
+            AS_UPDATER, NewEntry("catalog-sync", TOKEN, restrictions=[ANY_CATALOG])
+        )
+        assert appended(world, head) == [(ChangeKind.CREATED, created.id, second.id)]
+        assert world.store.events()[-1].fields == (
+            "subject",
+            "description",
+            "access_restrictions",
+            "unrestricted",
+        )
+        world.clock.advance(10)
+        head = world.store.head()
+        updated = await world.admin.update(
+            ROOT, EntryChange(created.id, created.etag, ["description"], description="x")
+        )
+        assert appended(world, head) == [(ChangeKind.UPDATED, created.id, root.id)]
+        assert world.store.events()[-1].fields == ("description",)
+        assert world.store.events()[-1].time == world.clock()
+        head = world.store.head()
+        rotated = await world.admin.update(
+            AS_UPDATER,
+            EntryChange(
+                updated.id,
+                updated.etag,
+                ["expire_time"],
+                expire_time=T0 + timedelta(days=1),
+                new_token=OTHER_TOKEN,
+            ),
+        )
+        assert appended(world, head) == [(ChangeKind.ROTATED, created.id, second.id)]
+        assert world.store.events()[-1].fields == ("expire_time", "token")
+        head = world.store.head()
+        await world.admin.revoke(ROOT, rotated.id, "done")
+        assert appended(world, head) == [(ChangeKind.REVOKED, created.id, root.id)]
+        assert world.store.events()[-1].fields == ("revoke_time", "revoke_reason")
+        head = world.store.head()
+        await world.admin.revoke(ROOT, rotated.id, "again")  # already revoked: no write
+        assert appended(world, head) == []
+
+    run(scenario())
+
+
+def test_the_bootstrap_admin_appends_one_event_with_no_actor(world: World) -> None:
+    async def scenario() -> None:
+        head = world.store.head()
+        entry = await world.admin.ensure_bootstrap_admin("bootstrap-token-0004")
+        assert appended(world, head) == [(ChangeKind.CREATED, entry.id, "")]
+        head = world.store.head()
+        await world.admin.ensure_bootstrap_admin("bootstrap-token-0004")  # nothing to change
+        assert appended(world, head) == []
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        "bad-create",
+        "bad-update",
+        "bad-revoke",
+        "denied-create",
+        "denied-update",
+        "denied-revoke",
+        "stale-update",
+        "stale-rotation",
+        "taken-subject",
+        "taken-token",
+    ],
+)
+def test_a_refused_write_appends_no_event(world: World, write: str) -> None:
+    world.seed(UPDATER_TOKEN, "reader", only(AdminPermission.READ))
+
+    async def scenario() -> None:
+        created = await world.create("catalog-sync", TOKEN)
+        current = await world.admin.update(
+            ROOT, EntryChange(created.id, created.etag, ["description"], description="moved on")
+        )
+        stale = created.etag
+        attempts: dict[str, tuple[Callable[[], Awaitable[object]], type[AuthzError]]] = {
+            "bad-create": (lambda: world.create("has space", "new-token-0009"), InvalidArgument),
+            "bad-update": (
+                lambda: world.admin.update(
+                    ROOT, EntryChange(current.id, current.etag, ["description"], description="\n")
+                ),
+                InvalidArgument,
+            ),
+            "bad-revoke": (
+                lambda: world.admin.revoke(ROOT, current.id, "r" * 513),
+                InvalidArgument,
+            ),
+            "denied-create": (
+                lambda: world.create_as(AS_UPDATER, "by-reader", "new-token-0009"),
+                PermissionDenied,
+            ),
+            "denied-update": (
+                lambda: world.admin.update(
+                    AS_UPDATER,
+                    EntryChange(current.id, current.etag, ["description"], description="no"),
+                ),
+                PermissionDenied,
+            ),
+            "denied-revoke": (
+                lambda: world.admin.revoke(AS_UPDATER, current.id, "no"),
+                PermissionDenied,
+            ),
+            "stale-update": (
+                lambda: world.admin.update(
+                    ROOT, EntryChange(current.id, stale, ["description"], description="late")
+                ),
+                Aborted,
+            ),
+            "stale-rotation": (
+                lambda: world.admin.update(
+                    ROOT, EntryChange(current.id, stale, new_token="new-token-0009")
+                ),
+                Aborted,
+            ),
+            "taken-subject": (
+                lambda: world.create("catalog-sync", "new-token-0009"),
+                AlreadyExists,
+            ),
+            "taken-token": (lambda: world.create("other-job", TOKEN), AlreadyExists),
+        }
+        call, error = attempts[write]
+        head = world.store.head()
+        await refused(world, call(), error)  # no entry, no retired verifier, no event changed
+        assert world.store.head() == head
+
+    run(scenario())

@@ -1,29 +1,36 @@
-"""The Check use case over the in-memory fakes and a real thread pool: the verified-token cache,
-single flight, invalidation, usage tracking and rehashing."""
+"""The Check use case over the in-memory fakes and real thread pools: the verified-token cache,
+single flight, invalidation through the store's event log (in one process and across two),
+usage tracking and rehashing."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
 
+from authz_service.adapters.threaded_store import ThreadedStore
+from authz_service.core.changes import Changes, Event
 from authz_service.core.decision import Decision
 from authz_service.core.errors import InvalidArgument, Unavailable
 from authz_service.core.model import Action, Entry, Restriction
-from authz_service.core.tokens import lookup_tag
+from authz_service.core.tokens import TokenDigests, lookup_tag
 from authz_service.usecases import Checker
-from fakes import FakeHasher, InMemoryStore
+from fakes import FakeHasher, InMemoryStore, memory_port
 
 KEY = bytes(range(32))
 NOW = 1_750_000_000.25  # seconds since the epoch, exact in binary
 TOKEN = "catalog-sync-token-0001"
 OTHER_TOKEN = "scaffolder-token-0002"
+# A token no entry ever holds: checking it makes a Checker catch up with the store's events,
+# and touches nothing else.
+NOBODY = "never-issued-token-0009"
 CATALOG_READ = (Restriction("catalog", ("catalog.entity.read",), (Action.READ,)),)
 # Generous bound on waiting for a worker thread; a passing test never comes near it.
 WAIT_SECONDS = 10.0
@@ -64,27 +71,42 @@ class GatedHasher(FakeHasher):
 
 
 @dataclass
+class Process:
+    """One server process: its own port on the shared store (with its own threads, as each
+    process has its own connections) and the Checker over it."""
+
+    port: ThreadedStore
+    checker: Checker
+
+
+@dataclass
 class World:
     store: InMemoryStore
     hasher: FakeHasher
     hash_pool: ThreadPoolExecutor
-    write_pool: ThreadPoolExecutor
     clock: Clock
+    ports: list[ThreadedStore] = field(default_factory=list)
 
-    def checker(self, cache_size: int = 100, known_tags: set[int] | None = None) -> Checker:
-        return Checker(
-            self.store,
+    def process(self, cache_size: int = 100) -> Process:
+        """A started Checker over a port of its own on `store`."""
+        port = memory_port(self.store)
+        self.ports.append(port)
+        checker = Checker(
+            port,
             self.hasher,
             KEY,
             self.hash_pool,
-            self.write_pool,
             hash_workers=4,  # the pool's threads
             cache_size=cache_size,
             clock=self.clock,
-            known_tags=known_tags,
         )
+        run(checker.start())
+        return Process(port, checker)
 
-    def add(
+    def checker(self, cache_size: int = 100) -> Checker:
+        return self.process(cache_size).checker
+
+    def entry(
         self,
         token: str,
         subject: str = "catalog-sync",
@@ -95,7 +117,7 @@ class World:
         tag: int | None = None,
     ) -> Entry:
         created = datetime.fromtimestamp(NOW - 3600, UTC)
-        entry = Entry(
+        return Entry(
             id=f"id-{subject}",
             subject=subject,
             description="",
@@ -107,24 +129,67 @@ class World:
             update_time=created,
             expire_time=expire_time,
         )
+
+    def add(self, token: str, subject: str = "catalog-sync", **fields: Any) -> Entry:
+        """Create an entry in the store (which appends its event), as any writer would."""
+        entry = self.entry(token, subject, **fields)
         self.store.add(entry)
         return entry
+
+    def rotated(self, entry: Entry, token: str) -> Entry:
+        """`entry`'s next revision, holding `token` instead."""
+        return replace(
+            entry,
+            verifier=self.hasher.hash(token),
+            lookup_tag=tag_of(token),
+            revision=entry.revision + 1,
+        )
 
 
 def tag_of(token: str) -> int:
     return lookup_tag(KEY, token)
 
 
+def digest_of(token: str) -> bytes:
+    """The key under which a Checker remembers `token` (verified or wrong)."""
+    return TokenDigests(KEY).cache_key(token)
+
+
+def revoked(entry: Entry) -> Entry:
+    """`entry`'s next revision, revoked now."""
+    return replace(entry, revoke_time=datetime.fromtimestamp(NOW, UTC), revision=entry.revision + 1)
+
+
+def narrowed(entry: Entry) -> Entry:
+    """`entry`'s next revision, allowed the scaffolder plugin only."""
+    return replace(entry, restrictions=(Restriction("scaffolder"),), revision=entry.revision + 1)
+
+
+@functools.cache
+def same_tag_tokens() -> tuple[str, str]:
+    """Two valid tokens whose lookup tags (4 bytes) are equal: found by brute force, about
+    2**16 tries by the birthday bound."""
+    seen: dict[int, str] = {}
+    n = 0
+    while True:
+        token = f"same-tag-token-{n:08d}"
+        earlier = seen.setdefault(tag_of(token), token)
+        if earlier != token:
+            return earlier, token
+        n += 1
+
+
 def make_world(hasher: FakeHasher) -> Iterator[World]:
     hash_pool = ThreadPoolExecutor(4, thread_name_prefix="test-hash")
-    write_pool = ThreadPoolExecutor(1, thread_name_prefix="test-write")
+    world = World(InMemoryStore(), hasher, hash_pool, Clock())
     try:
-        yield World(InMemoryStore(), hasher, hash_pool, write_pool, Clock())
+        yield world
     finally:
         if isinstance(hasher, GatedHasher):
             hasher.gate.set()  # never leave a worker blocked, even when a test failed
         hash_pool.shutdown(wait=True)
-        write_pool.shutdown(wait=True)
+        for port in world.ports:
+            port.close()
 
 
 @pytest.fixture
@@ -145,6 +210,21 @@ def allowed_as(decision: Decision, entry: Entry) -> bool:
     return decision.allowed and (decision.subject, decision.entry_id) == (entry.subject, entry.id)
 
 
+async def catch_up_by_checking(checker: Checker, store: InMemoryStore) -> None:
+    """Make `checker` apply every event in `store` the way any Check does, with a token that
+    matches nothing (so no flight is touched)."""
+    assert (await read_catalog(checker, NOBODY)).reason == "unknown_token"
+    assert checker.follower.applied == store.head()
+
+
+async def admin_writes(process: Process, write: Coroutine[Any, Any, Event]) -> Event:
+    """A write through `process`'s own port, applied to its own cache before it returns, as
+    its Admin does."""
+    event = await write
+    await process.checker.follower.reach(event.revision)
+    return event
+
+
 # The cache
 
 
@@ -160,8 +240,8 @@ def test_a_cold_check_verifies_once_and_the_warm_check_after_it_not_again(world:
     assert warm == cold
     assert (cold.code, cold.http_status, cold.reason) == (0, 200, "")
     assert world.hasher.verify_calls == 1
-    assert checker.argon2_verifications == 1
-    assert checker.cache_size == 1
+    assert checker.counters.argon2_verifications == 1
+    assert len(checker.tokens) == 1
 
 
 def test_the_authorization_header_form_shares_the_cache_entry_of_the_raw_token(
@@ -193,27 +273,51 @@ def test_a_token_whose_tag_matches_nothing_costs_no_verification(world: World) -
         (False, 16, 401, "unknown_token")
     }
     assert world.hasher.verify_calls == 0
-    assert checker.argon2_verifications == 0
-    assert checker.tag_misses == 3
-    assert checker.cache_size == 0
+    assert checker.counters.argon2_verifications == 0
+    assert checker.counters.tag_misses == 3
+    assert len(checker.tokens) == 0
 
 
 class CountingStore(InMemoryStore):
-    """Counts the tag queries Check makes."""
+    """Records every read a Checker can make of the store, in order."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.tag_queries = 0
+        self.reads: list[str] = []
+
+    def head(self) -> int:
+        self.reads.append("head")
+        return super().head()
+
+    def changes(self, after: int) -> Changes:
+        self.reads.append("changes")
+        return super().changes(after)
+
+    def all_tags(self) -> set[int]:
+        self.reads.append("all_tags")
+        return super().all_tags()
 
     def find_tag(self, tag: int) -> list[Entry]:
-        self.tag_queries += 1
+        self.reads.append("find_tag")
         return super().find_tag(tag)
 
+    def get(self, entry_id: str) -> Entry:
+        self.reads.append("get")
+        return super().get(entry_id)
 
-def test_with_the_tags_in_memory_a_tag_miss_does_not_query_the_store(world: World) -> None:
-    world.store = CountingStore()
+    def find_retired(self, tag: int) -> list[str]:
+        self.reads.append("find_retired")
+        return super().find_retired(tag)
+
+
+def test_start_reads_the_tags_and_the_head_and_a_tag_miss_then_queries_nothing(
+    world: World,
+) -> None:
+    store = world.store = CountingStore()
     entry = world.add(TOKEN)
-    checker = world.checker(known_tags=world.store.all_tags())
+    checker = world.checker()
+    assert sorted(store.reads) == ["all_tags", "head"]
+    store.reads.clear()
 
     async def scenario() -> tuple[Decision, Decision]:
         return await read_catalog(checker, OTHER_TOKEN), await read_catalog(checker, TOKEN)
@@ -221,18 +325,43 @@ def test_with_the_tags_in_memory_a_tag_miss_does_not_query_the_store(world: Worl
     wrong, right = run(scenario())
     assert wrong.reason == "unknown_token"
     assert allowed_as(right, entry)
-    assert world.store.tag_queries == 1  # only for the token whose tag is known
-    assert checker.tag_misses == 1
+    assert store.reads == ["find_tag"]  # only for the token whose tag is known
+    assert checker.counters.tag_misses == 1
 
 
-def test_an_expected_tag_makes_a_new_entry_findable_with_the_tags_in_memory(
+def test_a_warm_check_when_nothing_was_written_does_not_read_the_store(world: World) -> None:
+    store = world.store = CountingStore()
+    entry = world.add(TOKEN)
+    world.add(OTHER_TOKEN, "other-entry")
+    checker = world.checker()
+
+    async def scenario() -> list[str]:
+        assert allowed_as(await read_catalog(checker), entry)  # cold: reads the store
+        store.reads.clear()
+        for _ in range(20):
+            assert allowed_as(await read_catalog(checker), entry)
+        warm = list(store.reads)
+        # A write to the store (another entry's): the next check reads the feed, once.
+        other = store.get("id-other-entry")
+        store.replace(replace(other, description="touched", revision=other.revision + 1))
+        store.reads.clear()
+        assert allowed_as(await read_catalog(checker), entry)
+        return [*warm, "--- after a write ---", *store.reads]
+
+    assert run(scenario()) == ["--- after a write ---", "changes"]
+    assert world.hasher.verify_calls == 1
+    assert checker.counters.cache_hits == 21
+
+
+def test_a_tag_unknown_a_moment_ago_is_found_on_the_next_check_after_the_create(
     world: World,
 ) -> None:
-    checker = world.checker(known_tags=world.store.all_tags())
-    entry = world.add(TOKEN)  # written behind the checker's back, as another writer would
+    checker = world.checker()
     assert run(read_catalog(checker, TOKEN)).reason == "unknown_token"
-    checker.expect_tag(entry.lookup_tag)
+    assert tag_of(TOKEN) not in checker.tokens.known_tags
+    entry = world.add(TOKEN)  # written behind the checker's back, as another process would
     assert allowed_as(run(read_catalog(checker, TOKEN)), entry)
+    assert checker.counters.tag_misses == 1
 
 
 def test_a_token_whose_tag_collides_with_an_entry_is_denied_after_one_verify(
@@ -245,8 +374,8 @@ def test_a_token_whose_tag_collides_with_an_entry_is_denied_after_one_verify(
     decision = run(read_catalog(checker, OTHER_TOKEN))
     assert decision.reason == "unknown_token"
     assert world.hasher.verify_calls == 1
-    assert checker.tag_misses == 0
-    assert checker.cache_size == 0
+    assert checker.counters.tag_misses == 0
+    assert len(checker.tokens) == 0
 
 
 def test_a_replayed_wrong_token_with_a_colliding_tag_costs_one_verify_in_all(
@@ -268,8 +397,8 @@ def test_a_token_known_to_be_wrong_is_verified_again_once_an_entry_is_created(
     world.add(TOKEN, tag=tag_of(OTHER_TOKEN))
     checker = world.checker()
     assert run(read_catalog(checker, OTHER_TOKEN)).reason == "unknown_token"
-    world.add(OTHER_TOKEN, "late-comer")
-    checker.token_added(OTHER_TOKEN)
+    assert digest_of(OTHER_TOKEN) in checker.tokens.failed
+    world.add(OTHER_TOKEN, "late-comer")  # its event names the tag, and so the wrong token
     decision = run(read_catalog(checker, OTHER_TOKEN))
     assert (decision.allowed, decision.subject) == (True, "late-comer")
 
@@ -286,13 +415,16 @@ def test_tokens_known_to_be_wrong_stay_known_across_admin_writes(world: World) -
 
     assert run(burst()) == ["unknown_token"] * 3
     verified = world.hasher.verify_calls
-    # Every kind of write: an update, a revoke, a rotation, and a create of another token.
-    checker.refresh(replace(held, description="changed", revision=held.revision + 1))
-    checker.forget(held.id)
-    checker.rotated(held.id, "a-brand-new-token-1")
+    written = len(world.store.events())
+    # Every kind of write: an update, a rotation, a revoke, and a create of another token.
+    changed = replace(held, description="changed", revision=held.revision + 1)
+    world.store.replace(changed)
+    moved = world.rotated(changed, "a-brand-new-token-1")
+    world.store.rotate(moved)
+    world.store.replace(revoked(moved))
     world.add("created-meanwhile-1", "created-meanwhile")
-    checker.token_added("created-meanwhile-1")
     assert run(burst()) == ["unknown_token"] * 3
+    assert checker.follower.applied == written + 4  # the burst saw all four writes
     assert world.hasher.verify_calls == verified, "a replayed burst cost argon2 work again"
 
 
@@ -306,9 +438,13 @@ def test_a_write_to_another_entry_lets_a_first_verify_in_flight_be_cached(gated:
     async def scenario() -> Decision:
         first = asyncio.create_task(read_catalog(checker))
         await hasher.wait_for_verify()
-        # An admin writes to another entry, again and again (a no-op revoke refreshes too).
+        # An admin writes to another entry, again and again (a revoke too), and the checker
+        # applies each write while the first verify is still running.
         for n in range(3):
-            checker.refresh(replace(other, description=f"write {n}", revision=other.revision + n))
+            now = gated.store.get(other.id)
+            touched = replace(now, description=f"write {n}", revision=now.revision + 1)
+            gated.store.replace(revoked(now) if n == 2 else touched)
+            await catch_up_by_checking(checker, gated.store)
         hasher.gate.set()
         await first
         return await read_catalog(checker)
@@ -328,11 +464,12 @@ def test_an_over_long_credential_is_malformed_before_it_is_hashed(world: World, 
         checker.check(credential["token"], credential["authorization"], "catalog", "", 0)
     )
     assert decision.reason == "malformed"
-    assert checker.cache_misses == 0  # answered before the cache, so before any hashing
+    assert checker.counters.cache_misses == 0  # answered before the cache, so before any hashing
 
 
+@pytest.mark.parametrize("applied", ["after-the-verify", "during-the-verify"])
 def test_a_wrong_token_in_flight_when_an_entry_takes_it_is_not_remembered_as_wrong(
-    gated: World,
+    gated: World, applied: str
 ) -> None:
     gated.add(TOKEN, tag=tag_of(OTHER_TOKEN))
     checker = gated.checker()
@@ -343,9 +480,15 @@ def test_a_wrong_token_in_flight_when_an_entry_takes_it_is_not_remembered_as_wro
         before = asyncio.create_task(read_catalog(checker, OTHER_TOKEN))
         await hasher.wait_for_verify()
         gated.add(OTHER_TOKEN, "late-comer")
-        checker.token_added(OTHER_TOKEN)
+        if applied == "during-the-verify":
+            # The create is applied while the verify runs: the flight is dropped, so it
+            # remembers nothing when it lands.
+            await catch_up_by_checking(checker, gated.store)
         hasher.gate.set()
-        return await before, await read_catalog(checker, OTHER_TOKEN)
+        started_before = await before
+        if applied == "during-the-verify":
+            assert digest_of(OTHER_TOKEN) not in checker.tokens.failed
+        return started_before, await read_catalog(checker, OTHER_TOKEN)
 
     started_before, after = run(scenario())
     assert started_before.reason == "unknown_token"
@@ -402,7 +545,51 @@ def test_fifty_concurrent_cold_checks_of_one_token_cost_exactly_one_verify(world
     assert len(decisions) == 50
     assert all(allowed_as(d, entry) for d in decisions)
     assert world.hasher.verify_calls == 1
-    assert checker.argon2_verifications == 1
+    assert checker.counters.argon2_verifications == 1
+
+
+class SlowTagStore(InMemoryStore):
+    """Every tag query after the first waits until the test lets it go: a store read that is
+    slower than the verify of a check that read the store just before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.held = threading.Semaphore(0)
+        self._queries = 0
+        self._count_lock = threading.Lock()
+
+    def find_tag(self, tag: int) -> list[Entry]:
+        with self._count_lock:
+            self._queries += 1
+            later = self._queries > 1
+        if later:
+            self.held.release()
+            self.release.wait(WAIT_SECONDS)
+        return super().find_tag(tag)
+
+
+@pytest.mark.parametrize("token", [TOKEN, OTHER_TOKEN], ids=["right-token", "wrong-token"])
+def test_a_cold_check_whose_store_read_outlasts_another_checks_verify_costs_no_second_verify(
+    world: World, token: str
+) -> None:
+    store = world.store = SlowTagStore()
+    world.add(TOKEN, tag=tag_of(OTHER_TOKEN) if token == OTHER_TOKEN else None)
+    checker = world.checker()
+
+    async def scenario() -> list[Decision]:
+        checks = [asyncio.create_task(read_catalog(checker, token)) for _ in range(2)]
+        entered = await asyncio.to_thread(store.held.acquire, True, WAIT_SECONDS)
+        assert entered, "no second tag query started"
+        done, _ = await asyncio.wait(checks, return_when=asyncio.FIRST_COMPLETED)
+        assert len(done) == 1  # one check read, verified and answered; the other still reads
+        store.release.set()
+        return list(await asyncio.gather(*checks))
+
+    first, second = run(scenario())
+    assert first == second
+    assert first.allowed is (token == TOKEN)
+    assert world.hasher.verify_calls == 1
 
 
 def test_a_caller_that_gives_up_does_not_cancel_the_verify_others_wait_for(gated: World) -> None:
@@ -423,7 +610,7 @@ def test_a_caller_that_gives_up_does_not_cancel_the_verify_others_wait_for(gated
 
     assert allowed_as(run(scenario()), entry)
     assert hasher.verify_calls == 1
-    assert checker.cache_size == 1
+    assert len(checker.tokens) == 1
 
 
 def test_the_cache_holds_at_most_cache_size_tokens_and_evicts_the_oldest(world: World) -> None:
@@ -435,7 +622,7 @@ def test_the_cache_holds_at_most_cache_size_tokens_and_evicts_the_oldest(world: 
     async def scenario() -> None:
         for token in tokens:
             assert (await read_catalog(checker, token)).allowed
-        assert checker.cache_size == 2
+        assert len(checker.tokens) == 2
         assert world.hasher.verify_calls == 3
         # The newest two are warm...
         await read_catalog(checker, tokens[2])
@@ -444,12 +631,12 @@ def test_the_cache_holds_at_most_cache_size_tokens_and_evicts_the_oldest(world: 
         # ...the oldest was evicted and costs a verify again.
         assert (await read_catalog(checker, tokens[0])).allowed
         assert world.hasher.verify_calls == 4
-        assert checker.cache_size == 2
+        assert len(checker.tokens) == 2
 
     run(scenario())
 
 
-def test_refresh_does_not_bring_an_evicted_token_back_into_the_cache(world: World) -> None:
+def test_an_update_does_not_bring_an_evicted_token_back_into_the_cache(world: World) -> None:
     first = world.add(TOKEN, "first")
     world.add(OTHER_TOKEN, "second")
     checker = world.checker(cache_size=1)
@@ -457,18 +644,21 @@ def test_refresh_does_not_bring_an_evicted_token_back_into_the_cache(world: Worl
     async def scenario() -> None:
         await read_catalog(checker, TOKEN)
         await read_catalog(checker, OTHER_TOKEN)  # evicts the first token
-        checker.refresh(replace(first, description="touched", revision=2))
-        assert checker.cache_size == 1
+        world.store.replace(replace(first, description="touched", revision=first.revision + 1))
+        assert (await read_catalog(checker, OTHER_TOKEN)).allowed  # warm; applies the update
+        assert checker.follower.applied == world.store.head()
+        assert len(checker.tokens) == 1
+        assert world.hasher.verify_calls == 2
         await read_catalog(checker, TOKEN)
 
     run(scenario())
     assert world.hasher.verify_calls == 3
 
 
-# Invalidation
+# Invalidation: every write reaches the Checker through the store's event log
 
 
-def test_revoking_through_refresh_makes_the_very_next_check_say_revoked_without_a_verify(
+def test_a_revoke_in_the_store_makes_the_very_next_check_say_revoked_without_a_verify(
     world: World,
 ) -> None:
     entry = world.add(TOKEN)
@@ -476,11 +666,7 @@ def test_revoking_through_refresh_makes_the_very_next_check_say_revoked_without_
 
     async def scenario() -> Decision:
         assert (await read_catalog(checker)).allowed
-        revoked = replace(
-            entry, revoke_time=datetime.fromtimestamp(NOW, UTC), revision=entry.revision + 1
-        )
-        world.store.replace(revoked)
-        checker.refresh(revoked)
+        world.store.replace(revoked(entry))
         return await read_catalog(checker)
 
     decision = run(scenario())
@@ -494,19 +680,13 @@ def test_revoking_through_refresh_makes_the_very_next_check_say_revoked_without_
     assert world.hasher.verify_calls == 1
 
 
-def test_a_scope_change_through_refresh_applies_to_the_cached_token_at_once(
-    world: World,
-) -> None:
+def test_a_scope_change_in_the_store_applies_to_the_cached_token_at_once(world: World) -> None:
     entry = world.add(TOKEN)
     checker = world.checker()
 
     async def scenario() -> tuple[Decision, Decision]:
         await read_catalog(checker)
-        narrowed = replace(
-            entry, restrictions=(Restriction("scaffolder"),), revision=entry.revision + 1
-        )
-        world.store.replace(narrowed)
-        checker.refresh(narrowed)
+        world.store.replace(narrowed(entry))
         scaffolder = await checker.check(TOKEN, "", "scaffolder", "", 0)
         return await read_catalog(checker), scaffolder
 
@@ -516,7 +696,7 @@ def test_a_scope_change_through_refresh_applies_to_the_cached_token_at_once(
     assert world.hasher.verify_calls == 1
 
 
-def test_forget_after_rotation_makes_the_old_token_unknown_and_the_new_one_work(
+def test_a_rotation_in_the_store_makes_the_old_token_unknown_and_the_new_one_work(
     world: World,
 ) -> None:
     entry = world.add(TOKEN)
@@ -525,24 +705,17 @@ def test_forget_after_rotation_makes_the_old_token_unknown_and_the_new_one_work(
 
     async def scenario() -> tuple[Decision, Decision]:
         assert (await read_catalog(checker)).allowed
-        rotated = replace(
-            entry,
-            verifier=world.hasher.hash(new_token),
-            lookup_tag=tag_of(new_token),
-            revision=entry.revision + 1,
-        )
-        world.store.rotate(rotated)
-        checker.forget(entry.id)
+        world.store.rotate(world.rotated(entry, new_token))
         return await read_catalog(checker, TOKEN), await read_catalog(checker, new_token)
 
     old, new = run(scenario())
     assert old.reason == "unknown_token"
     assert allowed_as(new, entry)
-    assert checker.tag_misses == 1  # the old token's tag now matches nothing
+    assert checker.counters.tag_misses == 1  # the old token's tag now matches nothing
     assert world.hasher.verify_calls == 2  # the first check, and the new token's
 
 
-def test_a_verify_in_flight_when_refresh_runs_is_not_cached(gated: World) -> None:
+def test_a_verify_in_flight_when_a_revoke_is_applied_is_not_cached(gated: World) -> None:
     entry = gated.add(TOKEN)
     checker = gated.checker()
     hasher = gated.hasher
@@ -551,14 +724,11 @@ def test_a_verify_in_flight_when_refresh_runs_is_not_cached(gated: World) -> Non
     async def scenario() -> tuple[Decision, Decision]:
         before = asyncio.create_task(read_catalog(checker))
         await hasher.wait_for_verify()  # it has read the store and is verifying
-        revoked = replace(
-            entry, revoke_time=datetime.fromtimestamp(NOW, UTC), revision=entry.revision + 1
-        )
-        gated.store.replace(revoked)
-        checker.refresh(revoked)
+        gated.store.replace(revoked(entry))
+        await catch_up_by_checking(checker, gated.store)  # the revoke lands mid-verify
         hasher.gate.set()
         started_before_revoke = await before
-        assert checker.cache_size == 0
+        assert len(checker.tokens) == 0
         return started_before_revoke, await read_catalog(checker)
 
     started_before_revoke, after = run(scenario())
@@ -569,7 +739,7 @@ def test_a_verify_in_flight_when_refresh_runs_is_not_cached(gated: World) -> Non
     assert hasher.verify_calls == 2
 
 
-def test_a_check_arriving_after_refresh_does_not_join_the_verify_in_flight(
+def test_a_verify_that_lands_before_a_revoke_is_applied_is_corrected_by_the_next_check(
     gated: World,
 ) -> None:
     entry = gated.add(TOKEN)
@@ -580,11 +750,28 @@ def test_a_check_arriving_after_refresh_does_not_join_the_verify_in_flight(
     async def scenario() -> tuple[Decision, Decision]:
         before = asyncio.create_task(read_catalog(checker))
         await hasher.wait_for_verify()
-        revoked = replace(
-            entry, revoke_time=datetime.fromtimestamp(NOW, UTC), revision=entry.revision + 1
-        )
-        gated.store.replace(revoked)
-        checker.refresh(revoked)
+        gated.store.replace(revoked(entry))  # committed, but no check has seen it yet
+        hasher.gate.set()
+        return await before, await read_catalog(checker)
+
+    started_before_revoke, after = run(scenario())
+    assert started_before_revoke.allowed
+    assert after.reason == "revoked"
+    assert hasher.verify_calls == 1  # the cached policy was replaced by the revoked one
+
+
+def test_a_check_arriving_after_a_revoke_does_not_join_the_verify_in_flight(
+    gated: World,
+) -> None:
+    entry = gated.add(TOKEN)
+    checker = gated.checker()
+    hasher = gated.hasher
+    assert isinstance(hasher, GatedHasher)
+
+    async def scenario() -> tuple[Decision, Decision]:
+        before = asyncio.create_task(read_catalog(checker))
+        await hasher.wait_for_verify()
+        gated.store.replace(revoked(entry))
         after = asyncio.create_task(read_catalog(checker))
         await hasher.wait_for_verify()  # a second, fresh verify of the revoked entry
         hasher.gate.set()
@@ -594,6 +781,104 @@ def test_a_check_arriving_after_refresh_does_not_join_the_verify_in_flight(
     assert started_before_revoke.allowed
     assert after.reason == "revoked"
     assert hasher.verify_calls == 2
+
+
+# Two processes over one store: what one's admin writes, the other answers by on its next check
+
+
+def test_a_token_cached_in_another_process_is_revoked_there_on_its_very_next_check(
+    world: World,
+) -> None:
+    entry = world.add(TOKEN)
+    a, b = world.process(), world.process()
+
+    async def scenario() -> Decision:
+        assert allowed_as(await read_catalog(a.checker), entry)
+        assert allowed_as(await read_catalog(b.checker), entry)
+        assert allowed_as(await read_catalog(b.checker), entry)  # warm in b
+        await admin_writes(a, a.port.replace(revoked(entry)))
+        return await read_catalog(b.checker)
+
+    decision = run(scenario())
+    assert (decision.allowed, decision.http_status, decision.reason) == (False, 401, "revoked")
+    assert b.checker.counters.cache_hits == 2  # answered from b's cache, by the new policy
+    assert world.hasher.verify_calls == 2  # one cold check in each process, none after
+
+
+def test_a_token_cached_in_another_process_is_narrowed_there_on_its_very_next_check(
+    world: World,
+) -> None:
+    entry = world.add(TOKEN)
+    a, b = world.process(), world.process()
+
+    async def scenario() -> tuple[Decision, Decision]:
+        assert allowed_as(await read_catalog(a.checker), entry)
+        assert allowed_as(await read_catalog(b.checker), entry)
+        await admin_writes(a, a.port.replace(narrowed(entry)))
+        catalog = await read_catalog(b.checker)
+        return catalog, await b.checker.check(TOKEN, "", "scaffolder", "", 0)
+
+    catalog, scaffolder = run(scenario())
+    assert (catalog.http_status, catalog.reason) == (403, "plugin_not_allowed")
+    assert allowed_as(scaffolder, entry)
+    assert world.hasher.verify_calls == 2
+
+
+def test_a_rotation_in_another_process_makes_the_old_token_unknown_and_the_new_one_work_here(
+    world: World,
+) -> None:
+    entry = world.add(TOKEN)
+    a, b = world.process(), world.process()
+    new_token = "rotated-token-0003"
+
+    async def scenario() -> tuple[Decision, Decision]:
+        assert allowed_as(await read_catalog(a.checker), entry)
+        assert allowed_as(await read_catalog(b.checker), entry)
+        await admin_writes(a, a.port.rotate(world.rotated(entry, new_token)))
+        old = await read_catalog(b.checker, TOKEN)
+        return old, await read_catalog(b.checker, new_token)
+
+    old, new = run(scenario())
+    assert old.reason == "unknown_token"
+    assert allowed_as(new, entry)
+    assert world.hasher.verify_calls == 3  # a's and b's first checks, and b's of the new token
+
+
+def test_a_token_another_process_remembered_as_wrong_works_there_once_an_entry_holds_it(
+    world: World,
+) -> None:
+    first, second = same_tag_tokens()
+    assert first != second
+    assert tag_of(first) == tag_of(second)
+    world.add(first, "first-holder")
+    a, b = world.process(), world.process()
+
+    async def scenario() -> tuple[list[str], Decision]:
+        wrong = [(await read_catalog(b.checker, second)).reason for _ in range(3)]
+        assert digest_of(second) in b.checker.tokens.failed
+        assert world.hasher.verify_calls == 1  # remembered as wrong: replays cost nothing
+        await admin_writes(a, a.port.add(world.entry(second, "second-holder")))
+        return wrong, await read_catalog(b.checker, second)
+
+    wrong, decision = run(scenario())
+    assert wrong == ["unknown_token"] * 3
+    assert allowed_as(decision, world.store.get("id-second-holder"))
+
+
+def test_a_remembered_wrong_token_works_in_another_process_once_an_entry_holds_exactly_it(
+    world: World,
+) -> None:
+    world.add(TOKEN, tag=tag_of(OTHER_TOKEN))
+    a, b = world.process(), world.process()
+
+    async def scenario() -> Decision:
+        assert (await read_catalog(b.checker, OTHER_TOKEN)).reason == "unknown_token"
+        assert digest_of(OTHER_TOKEN) in b.checker.tokens.failed
+        await admin_writes(a, a.port.add(world.entry(OTHER_TOKEN, "late-comer")))
+        return await read_catalog(b.checker, OTHER_TOKEN)
+
+    decision = run(scenario())
+    assert allowed_as(decision, world.store.get("id-late-comer"))
 
 
 # Malformed and invalid requests
@@ -627,7 +912,7 @@ def test_a_malformed_or_missing_token_is_denied_without_any_lookup(
         reason,
     )
     assert world.hasher.verify_calls == 0
-    assert checker.tag_misses == 0
+    assert checker.counters.tag_misses == 0
 
 
 @pytest.mark.parametrize(
@@ -652,7 +937,7 @@ def test_an_invalid_plugin_permission_or_action_raises_invalid_argument_naming_i
     assert [v.field for v in caught.value.violations] == [field]
     assert TOKEN not in str(caught.value)
     assert world.hasher.verify_calls == 0
-    assert checker.tag_misses == 0
+    assert checker.counters.tag_misses == 0
 
 
 def test_a_request_with_both_token_and_authorization_is_invalid(world: World) -> None:
@@ -684,7 +969,7 @@ def test_a_store_failure_reaches_the_caller_and_the_next_check_tries_again(
     async def scenario() -> Decision:
         with pytest.raises(Unavailable):
             await read_catalog(checker)
-        assert checker.cache_size == 0
+        assert len(checker.tokens) == 0
         return await read_catalog(checker)
 
     assert allowed_as(run(scenario()), entry)
@@ -721,14 +1006,14 @@ def test_an_allowed_check_is_recorded_as_a_use_and_flushed_to_the_store(world: W
 
     async def scenario() -> None:
         await read_catalog(checker)
-        assert checker.last_used(entry.id) == used_at
+        assert checker.usage.last_used(entry.id) == used_at
         assert world.store.get(entry.id).last_used_time is None
-        await checker.flush_usage()
+        await checker.usage.flush()
 
     run(scenario())
     assert world.store.get(entry.id).last_used_time == used_at
     assert world.store.get(entry.id).revision == entry.revision
-    assert checker.last_used(entry.id) is None  # nothing pending any more
+    assert checker.usage.last_used(entry.id) is None  # nothing pending any more
 
 
 def test_the_latest_of_several_uses_is_the_one_flushed(world: World) -> None:
@@ -739,7 +1024,7 @@ def test_the_latest_of_several_uses_is_the_one_flushed(world: World) -> None:
         await read_catalog(checker)
         world.clock.now = NOW + 30
         await read_catalog(checker)
-        await checker.flush_usage()
+        await checker.usage.flush()
 
     run(scenario())
     assert world.store.get(entry.id).last_used_time == datetime.fromtimestamp(NOW + 30, UTC)
@@ -758,7 +1043,7 @@ def test_a_scope_denial_counts_as_a_use_but_an_authentication_denial_does_not(
     async def scenario() -> tuple[Decision, Decision]:
         denied_scope = await checker.check(TOKEN, "", "scaffolder", "", 0)
         denied_revoked = await checker.check(OTHER_TOKEN, "", "catalog", "", 0)
-        await checker.flush_usage()
+        await checker.usage.flush()
         return denied_scope, denied_revoked
 
     denied_scope, denied_revoked = run(scenario())
@@ -771,7 +1056,7 @@ def test_a_scope_denial_counts_as_a_use_but_an_authentication_denial_does_not(
 def test_flushing_with_nothing_pending_writes_nothing(world: World) -> None:
     entry = world.add(TOKEN)
     checker = world.checker()
-    run(checker.flush_usage())
+    run(checker.usage.flush())
     assert world.store.snapshot() == ({entry.id: entry}, [])
 
 

@@ -46,7 +46,7 @@ from authz_service.core.model import Action, Entry, Restriction
 from authz_service.core.tokens import lookup_tag
 from authz_service.registration import Undecodable
 from authz_service.usecases import Checker
-from fakes import FakeHasher, InMemoryStore
+from fakes import FakeHasher, InMemoryStore, memory_port
 
 KEY = bytes(range(32))
 TOKEN = "catalog-sync-token-0001"
@@ -247,11 +247,14 @@ def checker() -> Iterator[Checker]:
             update_time=created,
         )
     )
-    with (
-        ThreadPoolExecutor(1, thread_name_prefix="test-hash") as hash_pool,
-        ThreadPoolExecutor(1, thread_name_prefix="test-write") as write_pool,
-    ):
-        yield Checker(store, hasher, KEY, hash_pool, write_pool)
+    port = memory_port(store)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="test-hash") as hash_pool:
+            started = Checker(port, hasher, KEY, hash_pool)
+            asyncio.run(started.start())
+            yield started
+    finally:
+        port.close()
 
 
 def envoy_request(

@@ -62,7 +62,7 @@ def _scrape(registry: CollectorRegistry) -> str:
 
 def _registry(store: CountingStore, clock: Clock) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(AdminCollector({}, store, count_seconds=5.0, clock=clock))
+    registry.register(AdminCollector({}, store.count_by_state, count_seconds=5.0, clock=clock))
     return registry
 
 
@@ -105,6 +105,14 @@ def test_a_failing_count_serves_the_other_metrics_and_then_waits_an_interval(
         assert "authz_checks_total" in text or "authz_admin_calls_total" in text
     assert store.counts == 2
     assert caplog.text.count("entries not counted for metrics") == 1
+
+
+def test_without_an_entry_count_admin_calls_are_served_and_no_entries_metric() -> None:
+    registry = CollectorRegistry()
+    registry.register(AdminCollector({("CreateEntry", "OK"): 2}, None))
+    text = _scrape(registry)
+    assert 'authz_admin_calls_total{code="OK",rpc="CreateEntry"} 2.0' in text
+    assert "authz_entries" not in text
 
 
 def test_the_listener_reports_its_dropped_connections_by_cause() -> None:

@@ -25,7 +25,7 @@ class Sink:
         self.running = 0
         self.most_at_once = 0
 
-    async def flush_usage(self) -> None:
+    async def flush(self) -> None:
         self.started += 1
         if self.started >= self.ticks:
             self.enough.set()
