@@ -7,8 +7,9 @@ kernel spreads connections across them, and the store's event log keeps their ca
 
 The supervisor forwards SIGTERM and SIGINT to every worker, waits for them to drain, and exits
 0. A worker that dies is started again (after a pause that grows while it keeps dying young); a
-worker that cannot start at all (exit 2) stops the service with exit 2. With
-AUTHZ_METRICS_LISTEN, the supervisor serves every worker's metrics with a `worker` label.
+worker whose first start fails (exit 2: a port, a TLS file) stops the service with exit 2. With
+AUTHZ_METRICS_LISTEN, one more child serves every worker's metrics with a `worker` label: the
+supervisor itself never starts a thread or opens the database once it forks.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from .adapters.metrics import AdminCollector, serve_registry
-from .adapters.metrics_listener import MetricsListener
 from .adapters.sqlite_store import SqliteFile
 from .adapters.worker_metrics import WorkerSnapshots, remove_snapshots
 from .core.errors import AuthzError
@@ -51,50 +52,57 @@ _KILL_AFTER_SECONDS = 5.0
 
 @dataclass
 class _Slot:
-    """One worker's place: its process now, and how it has fared."""
+    """One child's place: what it runs, its process now, and how it has fared."""
 
-    index: int
+    name: str
+    run: Callable[[], int]
     pid: int = 0
     started: float = 0.0
+    starts: int = 0
     young_deaths: int = 0
     restart_at: float = 0.0
 
 
 def supervise(settings: Settings) -> int:
     """Run `settings.workers` workers until SIGTERM or SIGINT; the exit code."""
+    # First: a signal that comes while the store is prepared waits here, then stops the workers
+    # (a forked child starts with no signal pending).
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     asyncio.run(_prepare_store(settings))
-    held = [reserve_port(settings.listen, shared=True)]
+    held = [_hold_port(settings.listen)]
     worker_settings = replace(
         settings, listen=_bound(settings.listen, held[0]), bootstrap_token="", metrics_listen=""
     )
     if settings.admin_listen:
-        held.append(reserve_port(settings.admin_listen, shared=True))
+        held.append(_hold_port(settings.admin_listen))
         worker_settings = replace(
             worker_settings, admin_listen=_bound(settings.admin_listen, held[1])
         )
+    if settings.metrics_listen:
+        _probe(settings.metrics_listen, "serve metrics")
     metrics_dir = Path(tempfile.mkdtemp(prefix="authz-worker-metrics-"))
-    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    slots = [_Slot(i) for i in range(settings.workers)]
-    for slot in slots:
-        _fork(slot, worker_settings, metrics_dir)
-    host = worker_settings.listen.rpartition(":")[0]
-    log.info(
-        "supervising %d workers on %s:%s (database %s)",
-        len(slots),
-        host,
-        worker_settings.listen.rpartition(":")[2],
-        settings.db,
-    )
-    listener = _serve_metrics(settings, metrics_dir) if settings.metrics_listen else None
     try:
-        code = _watch(slots, worker_settings, metrics_dir)
+        slots = [
+            _Slot(f"worker {i}", partial(_run_worker, worker_settings, Worker(i, metrics_dir)))
+            for i in range(settings.workers)
+        ]
+        if settings.metrics_listen:
+            slots.append(_Slot("metrics", partial(_run_metrics, settings, metrics_dir)))
+        # The supervisor itself never starts a thread or opens the database past this point,
+        # so each fork, restarts included, copies a process with one thread and no connection.
+        for slot in slots:
+            _fork(slot)
+        log.info(
+            "supervising %d workers on %s (database %s)",
+            settings.workers,
+            worker_settings.listen,
+            settings.db,
+        )
+        return _watch(slots, settings.grace_seconds)
     finally:
-        if listener is not None:
-            listener.close()
         for each in held:
             each.close()
         remove_snapshots(metrics_dir)
-    return code
 
 
 async def _prepare_store(settings: Settings) -> None:
@@ -105,32 +113,75 @@ async def _prepare_store(settings: Settings) -> None:
     store.close()
 
 
+def _hold_port(listen: str) -> socket.socket:
+    """Reserve `listen` for the workers (SO_REUSEPORT), after making sure no other process
+    serves it: another service's SO_REUSEPORT socket would otherwise share its connections."""
+    _probe(listen, "listen")
+    try:
+        return reserve_port(listen, shared=True)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {listen}: {exc.strerror}") from None
+
+
+def _probe(listen: str, what: str) -> None:
+    try:
+        reserve_port(listen).close()
+    except OSError as exc:
+        raise StartupError(f"cannot {what} on {listen}: {exc.strerror}") from None
+
+
 def _bound(listen: str, held: socket.socket) -> str:
     """`listen` with the port the reservation got (port 0 picks one)."""
     return f"{listen.rpartition(':')[0]}:{held.getsockname()[1]}"
 
 
-def _fork(slot: _Slot, settings: Settings, metrics_dir: Path) -> None:
+def _run_worker(settings: Settings, worker: Worker) -> int:
+    """A worker: a whole server on the shared ports, until SIGTERM or SIGINT."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    try:
+        asyncio.run(serve(settings, worker))
+    except StartupError as exc:
+        log.error("worker %d cannot start: %s", worker.index, exc)  # noqa: TRY400 (one line)
+        return 2
+    return 0
+
+
+def _run_metrics(settings: Settings, metrics_dir: Path) -> int:
+    """The metrics process: every worker's counters and the entries, on one listener, until
+    SIGTERM or SIGINT (still blocked here, so waited for)."""
+    registry = CollectorRegistry()
+    registry.register(WorkerSnapshots(metrics_dir))
+    registry.register(AdminCollector(None, _entry_counter(settings.db_path)))
+    try:
+        listener = serve_registry(settings.metrics_listen, registry)
+    except OSError as exc:
+        log.error("cannot serve metrics on %s: %s", settings.metrics_listen, exc.strerror)  # noqa: TRY400 (one line)
+        return 2
+    log.info("metrics on %s:%d", settings.metrics_listen.rpartition(":")[0], listener.port)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    listener.close()
+    return 0
+
+
+def _fork(slot: _Slot) -> None:
     supervisor = os.getpid()
     pid = os.fork()
-    if pid == 0:  # the worker
+    if pid == 0:  # the child: it never returns into the supervisor's code
         code = 1
         try:
             _end_with(supervisor)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-            asyncio.run(serve(settings, Worker(slot.index, metrics_dir)))
+            code = slot.run()
+        except KeyboardInterrupt:  # Ctrl-C reaches the whole process group, during a start too
             code = 0
-        except StartupError as exc:
-            log.error("worker %d cannot start: %s", slot.index, exc)  # noqa: TRY400 (one line)
-            code = 2
-        except BaseException:  # a worker never returns into the supervisor's code
-            log.exception("worker %d failed", slot.index)
+        except BaseException:
+            log.exception("%s failed", slot.name)
         finally:
             logging.shutdown()
             os._exit(code)
     slot.pid = pid
     slot.started = time.monotonic()
-    log.info("worker %d started (pid %d)", slot.index, pid)
+    slot.starts += 1
+    log.info("%s started (pid %d)", slot.name, pid)
 
 
 def _end_with(supervisor: int) -> None:
@@ -144,26 +195,27 @@ def _end_with(supervisor: int) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _watch(slots: list[_Slot], settings: Settings, metrics_dir: Path) -> int:
-    """Restart workers that die, until a signal to stop; then stop them all."""
+def _watch(slots: list[_Slot], grace: float) -> int:
+    """Restart children that die, until a signal to stop; then stop them all."""
     while True:
         received = signal.sigtimedwait(_SIGNALS, _next_wait(slots))
         if received is not None and received.si_signo != signal.SIGCHLD:
             log.info("stopping %d workers", sum(1 for s in slots if s.pid))
-            return _stop(slots, received.si_signo, settings.grace_seconds)
+            return _stop(slots, received.si_signo, grace)
         for slot, status in _reaped(slots):
             code = os.waitstatus_to_exitcode(status)
-            if code == 2:
-                log.error("worker %d could not start; stopping the service", slot.index)
-                _stop(slots, signal.SIGTERM, settings.grace_seconds)
+            if code == 2 and slot.starts == 1:
+                # Its first start failed (a port, a TLS file): so will the others'.
+                log.error("%s could not start; stopping the service", slot.name)
+                _stop(slots, signal.SIGTERM, grace)
                 return 2
             young = time.monotonic() - slot.started < _YOUNG_SECONDS
             slot.young_deaths = slot.young_deaths + 1 if young else 0
             pause = min(_MAX_PAUSE_SECONDS, 0.5 * 2 ** (slot.young_deaths - 1)) if young else 0.0
             slot.restart_at = time.monotonic() + pause
             log.error(
-                "worker %d (pid %d) ended (%s); starting it again in %.1f s",
-                slot.index,
+                "%s (pid %d) ended (%s); starting it again in %.1f s",
+                slot.name,
                 slot.pid,
                 _ending(code),
                 pause,
@@ -172,7 +224,7 @@ def _watch(slots: list[_Slot], settings: Settings, metrics_dir: Path) -> int:
         now = time.monotonic()
         for slot in slots:
             if slot.pid == 0 and slot.restart_at <= now:
-                _fork(slot, settings, metrics_dir)
+                _fork(slot)
 
 
 def _next_wait(slots: list[_Slot]) -> float:
@@ -208,7 +260,7 @@ def _stop(slots: list[_Slot], signum: int, grace: float) -> int:
         if time.monotonic() > deadline:
             for slot in slots:
                 if slot.pid:
-                    log.error("worker %d did not stop in time; killing it", slot.index)
+                    log.error("%s did not stop in time; killing it", slot.name)
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(slot.pid, signal.SIGKILL)
             deadline = float("inf")
@@ -219,21 +271,6 @@ def _stop(slots: list[_Slot], signum: int, grace: float) -> int:
 
 def _ending(code: int) -> str:
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
-
-
-def _serve_metrics(settings: Settings, metrics_dir: Path) -> MetricsListener:
-    """The one metrics listener: every worker's counters, and the entries counted here."""
-    registry = CollectorRegistry()
-    registry.register(WorkerSnapshots(metrics_dir))
-    registry.register(AdminCollector({}, _entry_counter(settings.db_path)))
-    try:
-        listener = serve_registry(settings.metrics_listen, registry)
-    except OSError as exc:
-        raise StartupError(
-            f"cannot serve metrics on {settings.metrics_listen}: {exc.strerror}"
-        ) from None
-    log.info("metrics on %s:%d", settings.metrics_listen.rpartition(":")[0], listener.port)
-    return listener
 
 
 def _entry_counter(path: Path) -> Callable[[datetime], dict[State, int]]:

@@ -94,11 +94,11 @@ class CheckerCollector(Collector):
 
 class AdminCollector(Collector):
     """Admin calls by RPC and status code, and entries by state (counted in the store at most
-    every `count_seconds`: the count is a table scan)."""
+    every `count_seconds`: the count is a table scan); each only when given."""
 
     def __init__(
         self,
-        calls: Mapping[tuple[str, str], int],
+        calls: Mapping[tuple[str, str], int] | None,
         count_entries: Callable[[datetime], dict[State, int]] | None,
         *,
         count_seconds: float = MetricsLimits.count_seconds,
@@ -115,12 +115,15 @@ class AdminCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """The current values, as Prometheus metric families."""
-        calls = CounterMetricFamily(
-            "authz_admin_calls", "Admin RPCs by method and status code", labels=["rpc", "code"]
-        )
-        for (rpc, code), count in sorted(self._calls.items()):
-            calls.add_metric([rpc, code], count)
-        yield calls
+        if self._calls is not None:
+            calls = CounterMetricFamily(
+                "authz_admin_calls",
+                "Admin RPCs by method and status code",
+                labels=["rpc", "code"],
+            )
+            for (rpc, code), count in sorted(self._calls.items()):
+                calls.add_metric([rpc, code], count)
+            yield calls
         if self._count_entries is None:
             return
         entries = GaugeMetricFamily("authz_entries", "Entries by state", labels=["state"])

@@ -321,7 +321,9 @@ class SqliteFile:
                     for entry in self._many(f"WHERE id IN ({marks})", tuple(chunk)):
                         entries[entry.id] = entry
             finally:
-                db.execute("COMMIT")
+                # Ended whatever happens: a connection left inside a read transaction would
+                # read this snapshot forever after.
+                self._roll_back(db)
         return Changes(events, entries, more=len(rows) > _CHANGES_BATCH)
 
     def all_tags(self) -> set[int]:

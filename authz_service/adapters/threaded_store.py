@@ -3,7 +3,8 @@
 A blocking store (the SQLite file, the tests' in-memory store) does its work on whatever
 thread calls it. This adapter owns those threads, so the use cases await the store and the
 event loop never waits for a disk: reads run concurrently, writes one at a time in the order
-they were made, and an fsync never stalls a Check.
+they were made, the change feed's reads on a thread of their own, and an fsync never stalls a
+Check.
 """
 
 from __future__ import annotations
@@ -52,14 +53,17 @@ class ThreadedStore:
         self.blocking = blocking
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="store-reader")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        # The change feed's reads have a thread of their own: Checks waiting for a catch-up
+        # never queue behind a long listing or a burst of cold lookups.
+        self._feed = ThreadPoolExecutor(1, thread_name_prefix="store-feed")
         # On the caller's thread: the feed's version is the cheap question Check asks.
         self.version = blocking.version
 
     async def head(self) -> int:
-        return await self._read(self.blocking.head)
+        return await self._run(self._feed, self.blocking.head)
 
     async def changes(self, after: int) -> Changes:
-        return await self._read(self.blocking.changes, after)
+        return await self._run(self._feed, self.blocking.changes, after)
 
     async def add(self, entry: Entry, change: Change | None = None) -> Event:
         return await self._write(self.blocking.add, entry, change)
@@ -103,10 +107,15 @@ class ThreadedStore:
         """Let queued writes finish, then close the blocking store."""
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        self._feed.shutdown(wait=True)
         self.blocking.close()
 
     async def _read(self, work: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._readers, work, *args)
+        return await self._run(self._readers, work, *args)
 
     async def _write(self, work: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, work, *args)
+        return await self._run(self._writer, work, *args)
+
+    @staticmethod
+    async def _run(threads: ThreadPoolExecutor, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(threads, work, *args)

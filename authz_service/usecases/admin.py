@@ -76,6 +76,9 @@ class _Acting:
     entry_id: str
     permission: AdminPermission
     held: frozenset[AdminRight]
+    # The lookup tag of the admin's token when the call was authorized: a rotation of that
+    # token changes it (but for one chance in 2**32), and refuses the write at commit time.
+    tag: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +162,10 @@ class Admin:
     ) -> _Acting:
         """`authorize`, then the `authz` rights the admin holds: all it may grant or act on."""
         decision = await self.authorize(authorization, permission, peer)
-        held = admin_rights((await self._get(decision.entry_id)).restrictions)
-        return _Acting(decision.entry_id, permission, held)
+        actor = await self._get(decision.entry_id)
+        return _Acting(
+            decision.entry_id, permission, admin_rights(actor.restrictions), actor.lookup_tag
+        )
 
     async def create(self, authorization: str, new: NewEntry, *, peer: str = "") -> Entry:
         """Create an entry for a new token; the token itself is kept only as a verifier."""
@@ -470,7 +475,7 @@ class Admin:
     ) -> None:
         """Unauthenticated or PermissionDenied unless the acting admin, as stored at commit
         time (`actor`), may still make this write. Runs inside the write's transaction."""
-        if actor is None:
+        if actor is None or actor.lookup_tag != acting.tag:  # gone, or its token rotated away
             raise Unauthenticated("admin token rejected: unknown_token")
         state = actor.state(self._clock())
         if state is not State.ACTIVE:

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import asyncio
 
+from authz_service.core.errors import Unavailable
 from authz_service.core.ports import EntryStore
 
 from .cache import TokenCache
+
+# Reads of the event log a write waits through for its own event; every read sees every
+# committed event, so two are always enough, and more means the store is broken.
+_REACH_READS = 8
 
 
 class Follower:
@@ -43,8 +48,15 @@ class Follower:
 
     async def reach(self, revision: int) -> None:
         """Apply events up to at least `revision` (a write's own, which committed)."""
-        while self.applied < revision:
+        for _ in range(_REACH_READS):
+            if self.applied >= revision:
+                return
             await self._read_once()
+        if self.applied < revision:
+            raise Unavailable(
+                f"the write committed, but this server could not read its event (revision"
+                f" {revision}) back; read the entry to see it"
+            )
 
     async def _read_once(self) -> None:
         reading = self._reading

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc
@@ -379,3 +382,34 @@ def test_workers_end_when_their_supervisor_is_killed(workers: ServerProcess) -> 
     while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_running(pid) for pid in pids)
+
+
+def test_a_second_service_on_the_workers_port_is_refused(
+    workers: ServerProcess, tmp_path: Path
+) -> None:
+    # Its own SO_REUSEPORT socket would otherwise take half of the first one's connections.
+    argv = [sys.executable, "-m", "authz_service.cli", "serve", "--workers", "2"]
+    second = subprocess.run(
+        [*argv, "--listen", workers.target, "--db", str(tmp_path / "other.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **CHEAP_ARGON2},
+        check=False,
+    )
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.strip().splitlines() == [
+        f"authz-service: cannot listen on {workers.target}: Address already in use"
+    ]
+
+
+def test_the_supervisor_serves_one_valid_exposition_for_all_workers(
+    workers: ServerProcess,
+) -> None:
+    text = workers.metrics()
+    families = {f.name: f for f in text_string_to_metric_families(text)}  # a strict parse
+    helps = [line.split()[2] for line in text.splitlines() if line.startswith("# HELP")]
+    assert len(helps) == len(set(helps)), "a metric family is exposed twice"
+    assert {s.labels.get("worker") for s in families["authz_checks"].samples} <= {"0", "1", "2"}
+    assert all("worker" not in s.labels for s in families["authz_entries"].samples)
+    assert {s.labels["state"]: s.value for s in families["authz_entries"].samples}["active"] == 1

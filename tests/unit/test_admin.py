@@ -550,9 +550,19 @@ def held_hashes(world: World, monkeypatch: pytest.MonkeyPatch) -> HeldHashes:
 
 
 def take_away(store: InMemoryStore, entry_id: str, how: str, now: datetime) -> None:
-    """Revoke an admin, or narrow it to reading, straight in the store: as another process's
-    admin call would, with nothing telling this process's Checker but the store's events."""
+    """Revoke an admin, narrow it to reading, or rotate its token away, straight in the store:
+    as another process's admin call would, with nothing telling this process's Checker but the
+    store's events."""
     current = store.get(entry_id)
+    if how == "rotated":
+        token = "rotated-admin-token-0001"
+        changed = replace(
+            current, verifier=FakeHasher().hash(token), lookup_tag=lookup_tag(KEY, token)
+        )
+        store.rotate(
+            replace(changed, update_time=now, revision=current.revision + 1, etag=new_etag())
+        )
+        return
     if how == "revoked":
         changed = replace(current, revoke_time=now, revoke_reason="left the team")
     else:
@@ -666,7 +676,7 @@ class InterleavingStore(InMemoryStore):
             action()
 
 
-@pytest.mark.parametrize("taken_away", ["revoked", "narrowed"])
+@pytest.mark.parametrize("taken_away", ["revoked", "narrowed", "rotated"])
 @pytest.mark.parametrize("write", ["create", "update", "rotate", "revoke"])
 def test_a_write_committed_after_its_admin_was_taken_away_elsewhere_writes_nothing(
     worlds: Worlds, write: str, taken_away: str
@@ -699,7 +709,7 @@ def test_a_write_committed_after_its_admin_was_taken_away_elsewhere_writes_nothi
         return raised.value
 
     error = run(scenario())
-    expected = Unauthenticated if taken_away == "revoked" else PermissionDenied
+    expected = PermissionDenied if taken_away == "narrowed" else Unauthenticated
     assert isinstance(error, expected)
     assert store.get(target.id) == target
     assert store.find_subject("made-too-late") is None
