@@ -112,7 +112,7 @@ class Service:
         self.store.close()
 
 
-def open_settings_store(settings: Settings) -> tuple[bytes, SqliteStore]:
+def _open_store(settings: Settings) -> tuple[bytes, SqliteStore]:
     """The server key and the store the settings name (created or migrated as needed)."""
     try:
         key = load_or_create_key(settings.key_path)
@@ -127,7 +127,7 @@ def open_settings_store(settings: Settings) -> tuple[bytes, SqliteStore]:
 async def prepare(settings: Settings) -> tuple[SqliteStore, Checker, Admin, ThreadPoolExecutor]:
     """Open the store, make sure the bootstrap admin exists, and build the use cases over
     them; the caller owns the store and the argon2 pool."""
-    key, store = open_settings_store(settings)
+    key, store = _open_store(settings)
     hash_pool = ThreadPoolExecutor(settings.hash_workers, thread_name_prefix="argon2")
     hasher = Argon2Hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
     checker = Checker(

@@ -60,7 +60,8 @@ class Server:
     ) -> Server:
         """The real service on `db`, with metrics (`workers`: `serve --workers`)."""
         argv = [sys.executable, "-m", "authz_service.cli", "serve", "--listen", listen]
-        argv += ["--workers", str(workers)]
+        if workers != 1:
+            argv += ["--workers", str(workers)]
         argv += ["--db", str(db), "--metrics-listen", "127.0.0.1:0", "--log-level", "WARNING"]
         # WARNING hides the port lines; INFO for those, nothing else is logged per call.
         argv[-1] = "INFO"

@@ -257,33 +257,23 @@ def run(sizes: Sizes, work: Path) -> list[Row]:
 
 
 def _workers_row(sizes: Sizes, tokens: Seeded) -> Row:
-    """What a second process would add (`--workers`): two empty-handler servers sharing a port
+    """What a second process adds on the floor: two empty-handler servers sharing a port
     (SO_REUSEPORT) against one, unpinned, with connections enough to reach both."""
     single = Server.empty(reuse_port=True)
     first = Server.empty(reuse_port=True)
     pair = [first, Server.empty(first.target, reuse_port=True)]
     try:
-        one, two = rounds_of(
-            [
-                lambda: h2load(single.target, warm_body(tokens), sizes.seconds, clients=8),
-                lambda: h2load(first.target, warm_body(tokens), sizes.seconds, clients=8),
-            ],
-            sizes.rounds,
+        return _two_against_one(
+            sizes,
+            tokens,
+            single,
+            first,
+            name="floor, two processes on one port vs one",
+            one_is="one process",
         )
     finally:
         for server in (single, *pair):
             server.stop()
-    alone, shared = median_load(one), median_load(two)
-    return Row(
-        "floor, two processes on one port vs one",
-        shared.rps,
-        shared.p50_ms,
-        shared.p99_ms,
-        paired_ratio(two, one),
-        "for --workers",
-        True,
-        f"h2load -c 8, unpinned; one process {alone.rps:,.0f}/s",
-    )
 
 
 def _service_workers_row(sizes: Sizes, db: Path, tokens: Seeded) -> Row:
@@ -291,26 +281,41 @@ def _service_workers_row(sizes: Sizes, db: Path, tokens: Seeded) -> Row:
     one_worker = Server.authz(db)
     two_workers = Server.authz(db, workers=2)
     try:
-        one, two = rounds_of(
-            [
-                lambda: h2load(one_worker.target, warm_body(tokens), sizes.seconds, clients=8),
-                lambda: h2load(two_workers.target, warm_body(tokens), sizes.seconds, clients=8),
-            ],
-            sizes.rounds,
+        return _two_against_one(
+            sizes,
+            tokens,
+            one_worker,
+            two_workers,
+            name="warm Check, --workers 2 vs --workers 1",
+            one_is="--workers 1",
         )
     finally:
         one_worker.stop()
         two_workers.stop()
-    alone, shared = median_load(one), median_load(two)
+
+
+def _two_against_one(
+    sizes: Sizes, tokens: Seeded, one: Server, two: Server, *, name: str, one_is: str
+) -> Row:
+    """The warm load on `two` (two processes on a port) against `one`, round by round, with
+    eight connections so that both processes get some."""
+    ones, twos = rounds_of(
+        [
+            lambda: h2load(one.target, warm_body(tokens), sizes.seconds, clients=8),
+            lambda: h2load(two.target, warm_body(tokens), sizes.seconds, clients=8),
+        ],
+        sizes.rounds,
+    )
+    alone, shared = median_load(ones), median_load(twos)
     return Row(
-        "warm Check, --workers 2 vs --workers 1",
+        name,
         shared.rps,
         shared.p50_ms,
         shared.p99_ms,
-        paired_ratio(two, one),
+        paired_ratio(twos, ones),
         "reported",
         True,
-        f"h2load -c 8, unpinned; --workers 1 {alone.rps:,.0f}/s",
+        f"h2load -c 8, unpinned; {one_is} {alone.rps:,.0f}/s",
     )
 
 

@@ -21,10 +21,12 @@ Cursor = tuple[datetime, str]
 class ChangeFeed(Protocol):
     """How a process learns what other processes wrote: the store's event log."""
 
-    def version(self) -> int:
-        """A number that differs from its last value once anything was committed since.
+    def version(self) -> object:
+        """A value (compared with `!=`) that differs from its last one once anything was
+        committed since, by any process.
 
-        Cheap (no thread hop, microseconds): Check asks it before trusting its cache.
+        Cheap (no thread hop, no I/O, well under a microsecond): Check asks it before it
+        trusts its cache.
         """
 
     async def head(self) -> int:

@@ -139,10 +139,10 @@ class Checker:
     ) -> Decision:
         """Decide whether the token (raw, or in an Authorization value) may do this.
 
-        This is the hot path: a warm token costs one keyed SHA-256, one `PRAGMA data_version`
-        and a few dict lookups. Names seen valid before skip the regexes, and nothing here
-        awaits unless it is cold or another write landed. `caller` names who asks, for the
-        turns of argon2 work, and is called only then.
+        This is the hot path: a warm token costs one keyed SHA-256, one look at the change
+        feed's version and a few dict lookups. Names seen valid before skip the regexes, and
+        nothing here awaits unless it is cold or another write landed. `caller` names who
+        asks, for the turns of argon2 work, and is called only then.
         """
         started = _now()
         if plugin not in self._valid_plugins or (

@@ -1,10 +1,10 @@
 """Cross-process coherence: this process's caches follow the store's event log.
 
 Check asks the store's change feed whether anything was committed since it last caught up (on
-SQLite, `PRAGMA data_version`: microseconds, no thread hop) before it trusts its cache; when
-something was, it applies the events past the last revision it applied first. An admin write
-applies its own event before it returns. So once any process's admin RPC returns, every
-process answers by it on its very next Check (DESIGN section 8).
+SQLite, a read of the WAL index's header in shared memory: no I/O, no thread hop) before it
+trusts its cache; when something was, it applies the events past the last revision it applied
+first. An admin write applies its own event before it returns. So once any process's admin RPC
+returns, every process answers by it on its very next Check (DESIGN section 8).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Follower:
         # Check compares `version()` with `seen` before trusting the cache: `seen` is the
         # feed's version as it was before the last catch-up read the events.
         self.version = store.version
-        self.seen: int | None = None
+        self.seen: object = None
         self.applied = 0
         self._reading: asyncio.Task[None] | None = None
 

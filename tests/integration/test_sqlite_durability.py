@@ -311,3 +311,45 @@ def _entry_like(stored: Entry, n: int) -> Entry:
         update_time=stored.update_time,
         etag=stored.etag,
     )
+
+
+@pytest.mark.parametrize("checkpoint", ["PASSIVE", "RESTART", "TRUNCATE"])
+def test_every_commit_of_another_connection_moves_the_version_across_checkpoints(
+    tmp_path: Path, checkpoint: str
+) -> None:
+    # The version is read from the WAL index in shared memory: it must move at every commit,
+    # also once a checkpoint has reset the log and writes start again from its first frame.
+    path = tmp_path / "authz.db"
+    writer, reader = SqliteFile(path), SqliteFile(path)
+    try:
+        seen = {reader.version()}
+        for n in range(300):
+            before = reader.version()
+            writer.add(_entry(n))
+            after = reader.version()
+            assert after != before, f"commit {n} left the version as it was"
+            assert after not in seen, f"commit {n} brought back an earlier version"
+            seen.add(after)
+            if n % 25 == 0:
+                with closing(sqlite3.connect(path)) as other:
+                    other.execute(f"PRAGMA wal_checkpoint({checkpoint})")
+                assert reader.version() not in seen - {after}
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_reads_and_a_record_of_use_move_no_version_but_a_write_does(tmp_path: Path) -> None:
+    path = tmp_path / "authz.db"
+    store, other = SqliteFile(path), SqliteFile(path)
+    try:
+        store.add(_entry(1))
+        quiet = other.version()
+        store.get(_entry(1).id)
+        store.list_entries(None, 10, include_revoked=True)
+        assert other.version() == quiet
+        store.record_use({_entry(1).id: datetime.now(UTC)})  # a commit: moves, no event
+        assert other.version() != quiet
+    finally:
+        store.close()
+        other.close()
