@@ -17,10 +17,12 @@ finds, so every write is refused until the server restarts.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import mmap
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -136,6 +138,18 @@ _FileIdentity = tuple[int, int]
 
 # How many events `changes` returns at most in one batch.
 _CHANGES_BATCH = 512
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.mmap.restype = ctypes.c_void_p
+_LIBC.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
+_LIBC.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_MAP_FAILED = ctypes.c_void_p(-1).value
 # The WAL-index header's size: the first of its two copies in the `-shm` file, rewritten at
 # every commit (its frame count, checksums and salts change) after the second one.
 _WAL_INDEX_HEADER = 48
@@ -189,7 +203,8 @@ class SqliteFile:
         self._feed = self._connect()
         self._feed_cursor = self._feed.cursor()
         self._data_version()
-        self._wal_index = _map_wal_index(path.absolute())
+        self._wal_index = WalIndexHeader.map(path.absolute())
+        self._wal_header = self._wal_index.header if self._wal_index is not None else None
 
     def file_problem(self) -> str | None:
         """Why writes are refused: the database file or its write-ahead log was removed or
@@ -300,9 +315,9 @@ class SqliteFile:
         the pragma cost a warm Check 5-6% of its throughput (docs/performance.md). Without a
         mapped index (another locking mode), it asks the pragma.
         """
-        index = self._wal_index
-        if index is not None:
-            return index[:_WAL_INDEX_HEADER]
+        header = self._wal_header
+        if header is not None:
+            return header.raw
         return self._data_version()
 
     def _data_version(self) -> int:
@@ -414,6 +429,7 @@ class SqliteFile:
                 conn.close()
             self._connections.clear()
         self._local = threading.local()
+        self._wal_header = None
         if self._wal_index is not None:
             self._wal_index.close()
             self._wal_index = None
@@ -545,16 +561,50 @@ def _wal(path: Path) -> Path:
     return path.with_name(path.name + "-wal")
 
 
-def _map_wal_index(path: Path) -> mmap.mmap | None:
-    """The first copy of the WAL-index header in `<path>-shm`, mapped read-only; None when
-    there is no such file to map (an exclusive locking mode keeps the index in memory)."""
-    try:
-        with path.with_name(path.name + "-shm").open("rb") as shm:
-            if os.fstat(shm.fileno()).st_size < _WAL_INDEX_HEADER:
-                return None
-            return mmap.mmap(shm.fileno(), _WAL_INDEX_HEADER, access=mmap.ACCESS_READ)
-    except OSError:
+class WalIndexHeader:
+    """The first copy of the WAL-index header, mapped read-only from SQLite's own descriptor
+    of the `-shm` file.
+
+    SQLite's locks on the file are POSIX locks, which a process loses all of when it closes
+    any descriptor of the file: opening the file a second time to map it, and closing that,
+    would drop the shared lock that keeps other processes from truncating it (and a read of a
+    truncated mapping is SIGBUS). So nothing here opens or closes a descriptor of it: the
+    mapping is made with SQLite's descriptor, found in /proc/self/fd, and outlives none of
+    SQLite's connections (`SqliteFile.close` unmaps it first).
+    """
+
+    def __init__(self, address: int) -> None:
+        self._address = address
+        self.header = (ctypes.c_char * _WAL_INDEX_HEADER).from_address(address)
+
+    @classmethod
+    def map(cls, database: Path) -> WalIndexHeader | None:
+        """The header of `database`'s WAL index, or None when it cannot be mapped so (no
+        /proc, another locking mode): the store then asks `PRAGMA data_version`."""
+        shm = database.with_name(database.name + "-shm")
+        try:
+            identity = _identity(shm)
+            descriptors = [fd.name for fd in Path("/proc/self/fd").iterdir()]
+        except OSError:
+            return None
+        for name in descriptors:
+            try:
+                opened = os.fstat(int(name))
+            except (OSError, ValueError):
+                continue
+            same = (opened.st_dev, opened.st_ino) == identity
+            if same and opened.st_size >= _WAL_INDEX_HEADER and stat.S_ISREG(opened.st_mode):
+                address = _LIBC.mmap(
+                    None, mmap.PAGESIZE, mmap.PROT_READ, mmap.MAP_SHARED, int(name), 0
+                )
+                if address in {None, _MAP_FAILED}:
+                    return None
+                return cls(address)
         return None
+
+    def close(self) -> None:
+        """Unmap the header."""
+        _LIBC.munmap(self._address, mmap.PAGESIZE)
 
 
 def _hold(tx: sqlite_utils.Database, change: Change) -> None:

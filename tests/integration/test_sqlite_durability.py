@@ -7,6 +7,7 @@ file use `SqliteStore`, the async port a server runs.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -353,3 +354,32 @@ def test_reads_and_a_record_of_use_move_no_version_but_a_write_does(tmp_path: Pa
     finally:
         store.close()
         other.close()
+
+
+def _locks_held_on(path: Path) -> list[str]:
+    """The lines of /proc/locks for locks this process holds on the file at `path`."""
+    inode = path.stat().st_ino
+    with Path("/proc/locks").open() as locks:
+        return [line for line in locks if f" {os.getpid()} " in line and f":{inode} " in line]
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux's /proc/locks")
+def test_the_store_keeps_sqlites_shared_lock_on_the_wal_index(tmp_path: Path) -> None:
+    # The feed reads the WAL index from shared memory. A process loses every POSIX lock it
+    # holds on a file when it closes any descriptor of that file: had the store opened the
+    # `-shm` file itself to map it, SQLite's shared lock would be gone, and another process's
+    # next connection would truncate the file under the mapping (a read then is SIGBUS).
+    path = tmp_path / "authz.db"
+    store = SqliteFile(path)
+    try:
+        SqliteFile(path).close()  # another store of this process comes and goes
+        assert _locks_held_on(path.with_name("authz.db-shm")), "SQLite's lock was dropped"
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as looking:
+            looking.execute("SELECT count(*) FROM entries").fetchone()
+        before = store.version()
+        writer = SqliteFile(path)
+        writer.add(_entry(1))
+        writer.close()
+        assert store.version() != before
+    finally:
+        store.close()
