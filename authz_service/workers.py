@@ -87,7 +87,7 @@ def supervise(settings: Settings) -> int:
             for i in range(settings.workers)
         ]
         if settings.metrics_listen:
-            slots.append(_Slot("metrics", partial(_run_metrics, settings, metrics_dir)))
+            slots.append(_Slot("metrics process", partial(_run_metrics, settings, metrics_dir)))
         # The supervisor itself never starts a thread or opens the database past this point,
         # so each fork, restarts included, copies a process with one thread and no connection.
         for slot in slots:
@@ -200,7 +200,9 @@ def _watch(slots: list[_Slot], grace: float) -> int:
     while True:
         received = signal.sigtimedwait(_SIGNALS, _next_wait(slots))
         if received is not None and received.si_signo != signal.SIGCHLD:
-            log.info("stopping %d workers", sum(1 for s in slots if s.pid))
+            running = sum(1 for slot in slots if slot.pid)
+            name = signal.Signals(received.si_signo).name
+            log.info("stopping: %s to each of %d processes", name, running)
             return _stop(slots, received.si_signo, grace)
         for slot, status in _reaped(slots):
             code = os.waitstatus_to_exitcode(status)
