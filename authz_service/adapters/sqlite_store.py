@@ -161,7 +161,6 @@ class SqliteStore(ThreadedStore):
     def __init__(self, path: Path) -> None:
         self.file = SqliteFile(path)
         super().__init__(self.file)
-        self.path = path
         self.file_problem = self.file.file_problem
 
 
