@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.metadata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -163,6 +164,14 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _installed_version() -> str:
+    """The version of the installed project (the admin client ships with the server)."""
+    try:
+        return importlib.metadata.version("authz-service")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `authz-admin` argument parser."""
     output = _common_flags(json=True)
@@ -175,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[output, connection, admin],
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_installed_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # No abbreviations: `--token X` must never quietly mean `--token-file X`.
     add = functools.partial(commands.add_parser, allow_abbrev=False)

@@ -11,6 +11,8 @@ from google.protobuf import timestamp_pb2
 
 from authz.v1 import authz_pb2
 
+from ._errors import FieldViolation, InvalidArgument
+
 ACTIONS = ("create", "read", "update", "delete")
 
 
@@ -147,11 +149,13 @@ def restriction_messages(restrictions: Sequence[Restriction]) -> list[authz_pb2.
 
 
 def action_number(action: str | None) -> int:
-    """The `authz.v1.Action` number for a lowercase action name (0 for None)."""
+    """The `authz.v1.Action` number for an action name (0 for None); InvalidArgument, before
+    anything is sent, for a name that is not one."""
     if not action:
         return 0
     if action.lower() not in ACTIONS:
-        raise ValueError(f"unknown action {action!r}; use {', '.join(ACTIONS)}")
+        problem = f"unknown action {action!r}; use {', '.join(ACTIONS)}"
+        raise InvalidArgument(f"action: {problem}", (FieldViolation("action", problem),))
     return authz_pb2.Action.Value(action.upper())
 
 

@@ -99,6 +99,10 @@ def test_errors_are_typed_and_carry_field_violations(
     with pytest.raises(InvalidArgument) as invalid:
         admin.create_entry("bad subject", "short", restrictions=[READER])
     assert {v.field for v in invalid.value.violations} == {"subject", "token"}
+    with pytest.raises(InvalidArgument) as invalid:  # found before anything is sent
+        admin.check("lib-errors-token-1", "catalog", action="destroy")
+    assert [v.field for v in invalid.value.violations] == ["action"]
+    assert "destroy" in invalid.value.message
     with pytest.raises(NotFound):
         admin.get_entry("no-such-entry")
     entry = admin.create_entry("lib-errors", "lib-errors-token-1", restrictions=[READER])

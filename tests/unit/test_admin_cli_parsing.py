@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.metadata
 import io
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -301,3 +302,13 @@ def test_each_client_error_maps_to_its_documented_exit_code_and_a_next_step(
     failure = explain(error, SITUATION)
     assert failure.exit_code == code
     assert hint in "\n".join((failure.message, *failure.details))
+
+
+@pytest.mark.parametrize("where", [["--version"], ["--version", "list"]])
+def test_version_prints_the_installed_version_and_exits_0(
+    where: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_arguments(where)
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"authz-admin {importlib.metadata.version('authz-service')}\n"
