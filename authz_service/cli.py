@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__
 from .healthcheck import DEFAULT_TIMEOUT as DEFAULT_PROBE_TIMEOUT
@@ -17,10 +18,28 @@ from .settings import SettingsError, load_settings
 from .workers import supervise
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="authz-service", description=__doc__)
+class _Parser(argparse.ArgumentParser):
+    """argparse, with the exit code of a usage error its own: 2 for `serve`."""
+
+    usage_exit = 2
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and `message`, and exit with `usage_exit`."""
+        self.print_usage(sys.stderr)
+        self.exit(self.usage_exit, f"{self.prog}: error: {message}\n")
+
+
+class _ProbeParser(_Parser):
+    """For `healthcheck`: Docker reserves exit code 2, so a usage error is 1 (unhealthy)."""
+
+    usage_exit = 1
+
+
+def _parser(probing: bool = False) -> argparse.ArgumentParser:
+    kind = _ProbeParser if probing else _Parser
+    parser = kind(prog="authz-service", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=kind)
     run = commands.add_parser("serve", help="start the gRPC server")
     run.add_argument("--listen", help="HOST:PORT to listen on [AUTHZ_LISTEN, 127.0.0.1:50051]")
     run.add_argument("--db", help="SQLite database file [AUTHZ_DB, ./data/authz.db]")
@@ -75,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for unusable settings)."""
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(probing=bool(argv) and argv[0] == "healthcheck").parse_args(argv)
     if args.command == "healthcheck":
         return _healthcheck(args)
     try:

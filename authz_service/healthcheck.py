@@ -19,6 +19,11 @@ from .settings import DEFAULT_LISTEN
 
 DEFAULT_TIMEOUT = 3.0
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}  # noqa: S104 (mapped away)
+# What an answer without details means, from grpc.health.v1's own rules.
+_MEANINGS = {
+    grpc.StatusCode.NOT_FOUND: "the server serves no service of that name (--service)",
+    grpc.StatusCode.UNIMPLEMENTED: "the server does not serve grpc.health.v1",
+}
 
 
 class ProbeError(Exception):
@@ -55,7 +60,9 @@ class Probe:
                     health_pb2.HealthCheckRequest(service=self.service), timeout=self.timeout
                 )
             except grpc.RpcError as error:
-                return False, f"{error.code().name}: {error.details()}"
+                code = error.code()
+                details = error.details() or _MEANINGS.get(code, "no details given")
+                return False, f"{code.name}: {details}"
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
         return answer.status == health_pb2.HealthCheckResponse.SERVING, status
 

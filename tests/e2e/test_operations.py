@@ -303,3 +303,20 @@ def test_the_bootstrap_token_file_flag_is_read(tmp_path: Path) -> None:
         assert BOOTSTRAP_TOKEN not in server.log
     finally:
         server.stop()
+
+
+def test_the_healthcheck_of_an_unknown_service_says_what_not_found_means(
+    server: ServerProcess,
+) -> None:
+    probe = subprocess.run(
+        [sys.executable, "-m", "authz_service.cli", "healthcheck", "--service", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "AUTHZ_LISTEN": server.target},
+        check=False,
+    )
+    assert probe.returncode == 1
+    assert probe.stderr == (
+        f"{server.target}: NOT_FOUND: the server serves no service of that name (--service)\n"
+    )

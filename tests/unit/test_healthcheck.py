@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from authz_service.cli import main
 from authz_service.healthcheck import ProbeError, load_probe, probe_target
 
 
@@ -38,3 +39,17 @@ def test_half_a_client_certificate_is_refused() -> None:
     environ = {"AUTHZ_TLS_CA": "/nowhere/ca.pem", "AUTHZ_TLS_CLIENT_CERT": "/nowhere/c.pem"}
     with pytest.raises(ProbeError, match="AUTHZ_TLS_CLIENT_KEY"):
         load_probe(target=None, service="", timeout=3.0, environ=environ)
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["healthcheck", "--timeout", "soon"], 1),  # Docker reserves 2: a usage error is 1
+        (["healthcheck", "--no-such-flag"], 1),
+        (["serve", "--no-such-flag"], 2),
+    ],
+)
+def test_a_usage_error_exits_1_for_the_probe_and_2_for_serve(argv: list[str], code: int) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == code
