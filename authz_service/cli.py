@@ -42,7 +42,9 @@ def _parser(probing: bool = False) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=kind)
     run = commands.add_parser("serve", help="start the gRPC server")
     run.add_argument("--listen", help="HOST:PORT to listen on [AUTHZ_LISTEN, 127.0.0.1:50051]")
-    run.add_argument("--db", help="SQLite database file [AUTHZ_DB, ./data/authz.db]")
+    run.add_argument(
+        "--db", help="SQLite database file, or a postgresql:// URL [AUTHZ_DB, ./data/authz.db]"
+    )
     run.add_argument(
         "--workers",
         help="processes serving one port, sharing the database [AUTHZ_WORKERS, 1]",

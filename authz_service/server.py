@@ -25,14 +25,14 @@ from authz.v1 import authz_pb2, authz_pb2_grpc
 
 from .adapters import (
     Argon2Hasher,
-    DatabaseFileWatch,
     ServerKeyError,
-    SqliteStore,
+    StoreWatch,
     load_or_create_key,
 )
 from .adapters.metrics import metrics_registry, open_metrics
 from .adapters.metrics_listener import MetricsListener
 from .adapters.stores import open_store
+from .adapters.threaded_store import ThreadedStore
 from .adapters.tls import ServerTls, TlsError, load_server_tls
 from .adapters.worker_metrics import SnapshotWriter, snapshot_path
 from .api import AdminServicer, AuthzServicer
@@ -79,7 +79,7 @@ class Service:
 
     server: grpc.aio.Server
     port: int
-    store: SqliteStore
+    store: ThreadedStore
     checker: Checker
     admin_calls: dict[tuple[str, str], int]
     health: HealthServicer
@@ -89,8 +89,8 @@ class Service:
     admin_server: grpc.aio.Server | None = None
     admin_port: int = 0
     admin_health: HealthServicer | None = None
-    # Reports NOT_SERVING once the database file is removed or replaced.
-    watch: DatabaseFileWatch | None = None
+    # Reports NOT_SERVING while the store says it must not serve (see `_watch_database`).
+    watch: StoreWatch | None = None
     metrics: MetricsListener | None = None  # with AUTHZ_METRICS_LISTEN
 
     async def stop(self, grace: float) -> None:
@@ -112,11 +112,15 @@ class Service:
         self.store.close()
 
 
-def _open_store(settings: Settings) -> tuple[bytes, SqliteStore]:
+def _open_store(settings: Settings) -> tuple[bytes, ThreadedStore]:
     """The server key and the store the settings name (created or migrated as needed)."""
     try:
         key = load_or_create_key(settings.key_path)
-        store = open_store(settings.db)
+        store = open_store(
+            settings.db,
+            lease=settings.replica_lease,
+            password_file=settings.db_password_file,
+        )
     except ServerKeyError as exc:
         raise StartupError(str(exc)) from None
     except (OSError, sqlite3.Error, AuthzError) as exc:
@@ -124,7 +128,9 @@ def _open_store(settings: Settings) -> tuple[bytes, SqliteStore]:
     return key, store
 
 
-async def prepare(settings: Settings) -> tuple[SqliteStore, Checker, Admin, ThreadPoolExecutor]:
+async def prepare(
+    settings: Settings,
+) -> tuple[ThreadedStore, Checker, Admin, ThreadPoolExecutor]:
     """Open the store, make sure the bootstrap admin exists, and build the use cases over
     them; the caller owns the store and the argon2 pool."""
     key, store = _open_store(settings)
@@ -192,7 +198,7 @@ async def start(settings: Settings, *, shared_port: bool = False) -> Service:
                 settings.metrics_listen,
                 checker,
                 admin_servicer.calls.counts,
-                store.file.count_by_state,
+                store.blocking.count_by_state,
             )
             if settings.metrics_listen
             else None
@@ -260,25 +266,32 @@ async def serve(settings: Settings, worker: Worker | None = None) -> None:
     log.info("stopped")
 
 
-def _watch_database(store: SqliteStore, *reporting: tuple[Any, Sequence[str]]) -> DatabaseFileWatch:
-    """Watch the database file; once it is removed or replaced, report NOT_SERVING on each
-    health servicer of `reporting` (None where there is none) for its service names."""
+def _watch_database(store: ThreadedStore, *reporting: tuple[Any, Sequence[str]]) -> StoreWatch:
+    """Watch the store's `problem()`: while it gives a reason (the SQLite file removed or
+    replaced; a PostgreSQL replica's lease run out), report NOT_SERVING on each health
+    servicer of `reporting` (None where there is none) for its service names, and SERVING
+    again once it gives none."""
     loop = asyncio.get_running_loop()
-    return DatabaseFileWatch(
-        store.file_problem,
+    return StoreWatch(
+        store.problem,
         # Called on the watch's thread: the rest happens on the event loop.
-        lambda reason: asyncio.run_coroutine_threadsafe(_not_serving(reason, reporting), loop),
+        lambda reason: asyncio.run_coroutine_threadsafe(_serving(reason, reporting), loop),
     )
 
 
-async def _not_serving(reason: str, reporting: Sequence[tuple[Any, Sequence[str]]]) -> None:
-    """The store refuses every write from now on: say why in one line, and stop reporting
-    SERVING for the server and each of its services."""
-    log.error("not serving: %s", reason)
+async def _serving(reason: str | None, reporting: Sequence[tuple[Any, Sequence[str]]]) -> None:
+    """Say in one line why the server stops serving (or that it serves again), and report
+    it for the server and each of its services."""
+    if reason is None:
+        log.info("serving again: the store is back")
+        status = health_pb2.HealthCheckResponse.SERVING
+    else:
+        log.error("not serving: %s", reason)
+        status = health_pb2.HealthCheckResponse.NOT_SERVING
     for servicer, names in reporting:
         if servicer is not None:
             for name in ("", *names):
-                await servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+                await servicer.set(name, status)
 
 
 def _server_tls(settings: Settings) -> ServerTls | None:

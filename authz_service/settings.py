@@ -9,13 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .adapters.argon2_hasher import MEMORY_COST_KIB, TIME_COST
-from .adapters.stores import StoreSettingError, sqlite_path
+from .adapters.stores import is_postgresql, sqlite_path, store_problem
 from .core.rules import token_problem
 from .logs import FORMATS
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DB = Path("data") / "authz.db"
 MAX_WORKERS = 64
+# A PostgreSQL replica's lease (DESIGN section 8): seconds, and the range accepted.
+DEFAULT_REPLICA_LEASE = 2.0
+_LEASE_RANGE = (0.5, 60.0)
 _LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})")
 
 
@@ -50,6 +53,16 @@ class Settings:
     grace_seconds: float = 10.0
     # Processes serving one port (AUTHZ_WORKERS / --workers).
     workers: int = 1
+    # With PostgreSQL: how long a replica that lost the database keeps answering from its
+    # cache (AUTHZ_REPLICA_LEASE), and the file holding the database password
+    # (AUTHZ_DB_PASSWORD_FILE; never in the URL, which is logged).
+    replica_lease: float = DEFAULT_REPLICA_LEASE
+    db_password_file: Path | None = None
+
+    @property
+    def postgresql(self) -> bool:
+        """Whether AUTHZ_DB is a PostgreSQL URL (else a SQLite file)."""
+        return is_postgresql(self.db)
 
     @property
     def db_path(self) -> Path:
@@ -58,7 +71,7 @@ class Settings:
 
     @property
     def key_path(self) -> Path:
-        """The server key file: AUTHZ_SERVER_KEY_FILE, or `server.key` beside the database."""
+        """The server key file: AUTHZ_SERVER_KEY_FILE, or `server.key` beside the SQLite file."""
         return self.server_key_file or self.db_path.parent / "server.key"
 
 
@@ -118,10 +131,18 @@ def load_settings(
             "set AUTHZ_TLS_CERT and AUTHZ_TLS_KEY too"
         )
     db = db or environ.get("AUTHZ_DB") or str(DEFAULT_DB)
-    try:
-        sqlite_path(db)
-    except StoreSettingError as exc:
-        raise SettingsError(f"AUTHZ_DB/--db: {exc}") from None
+    if problem := store_problem(db):
+        raise SettingsError(f"AUTHZ_DB/--db: {problem}")
+    password_file = environ.get("AUTHZ_DB_PASSWORD_FILE") or None
+    if is_postgresql(db) and not key_file:
+        # Lookup tags are keyed: replicas with different keys would not find each other's
+        # entries, so the key is one file that every replica is given.
+        raise SettingsError(
+            "AUTHZ_SERVER_KEY_FILE/--server-key-file: required with a postgresql:// AUTHZ_DB,"
+            " so that every replica uses the same key (it is created there if missing)"
+        )
+    if password_file and not is_postgresql(db):
+        raise SettingsError("AUTHZ_DB_PASSWORD_FILE: only a postgresql:// AUTHZ_DB takes one")
     return Settings(
         listen=listen,
         db=db,
@@ -139,7 +160,24 @@ def load_settings(
         argon2_time_cost=_number(environ, "AUTHZ_ARGON2_TIME_COST", TIME_COST, 1),
         argon2_memory_kib=_number(environ, "AUTHZ_ARGON2_MEMORY_KIB", MEMORY_COST_KIB, 8),
         workers=_workers(workers or environ.get("AUTHZ_WORKERS") or "1"),
+        replica_lease=_lease(environ.get("AUTHZ_REPLICA_LEASE", "")),
+        db_password_file=Path(password_file) if password_file else None,
     )
+
+
+def _lease(text: str) -> float:
+    if not text:
+        return DEFAULT_REPLICA_LEASE
+    low, high = _LEASE_RANGE
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not low <= seconds <= high:  # also refuses nan
+        raise SettingsError(
+            f"AUTHZ_REPLICA_LEASE: must be a number of seconds from {low:g} to {high:g}"
+        )
+    return seconds
 
 
 def _workers(text: str) -> int:

@@ -25,17 +25,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from .adapters.metrics import AdminCollector, serve_registry
-from .adapters.sqlite_store import SqliteFile
+from .adapters.stores import open_counter
 from .adapters.worker_metrics import WorkerSnapshots, remove_snapshots
-from .core.errors import AuthzError
-from .core.model import State
 from .server import StartupError, Worker, prepare, reserve_port, serve
 from .settings import Settings
 
@@ -151,7 +148,9 @@ def _run_metrics(settings: Settings, metrics_dir: Path) -> int:
     SIGTERM or SIGINT (still blocked here, so waited for)."""
     registry = CollectorRegistry()
     registry.register(WorkerSnapshots(metrics_dir))
-    registry.register(AdminCollector(None, _entry_counter(settings.db_path)))
+    registry.register(
+        AdminCollector(None, open_counter(settings.db, password_file=settings.db_password_file))
+    )
     try:
         listener = serve_registry(settings.metrics_listen, registry)
     except OSError as exc:
@@ -273,19 +272,3 @@ def _stop(slots: list[_Slot], signum: int, grace: float) -> int:
 
 def _ending(code: int) -> str:
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
-
-
-def _entry_counter(path: Path) -> Callable[[datetime], dict[State, int]]:
-    """`count_by_state` of the database, opened on the first scrape (on the listener's
-    thread, never before a fork)."""
-    opened: list[SqliteFile] = []
-
-    def count(now: datetime) -> dict[State, int]:
-        if not opened:
-            try:
-                opened.append(SqliteFile(path))
-            except (OSError, AuthzError) as exc:
-                raise AuthzError(f"cannot open {path}: {exc}") from None
-        return opened[0].count_by_state(now)
-
-    return count

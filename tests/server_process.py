@@ -34,7 +34,7 @@ class ServerProcess:
 
     def __init__(
         self,
-        db_path: Path,
+        db_path: Path | str,
         env: Mapping[str, str] | None = None,
         *args: str,
         credentials: grpc.ChannelCredentials | None = None,

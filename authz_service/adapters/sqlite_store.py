@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import mmap
 import os
 import sqlite3
@@ -32,17 +31,13 @@ from typing import Any
 
 import sqlite_utils
 
-from authz_service.core.changes import Change, ChangeKind, Changes, ClaimChanged, Event
+from authz_service.core.changes import Change, ChangeKind, Changes, Event
 from authz_service.core.errors import Aborted, AlreadyExists, NotFound, Unavailable
-from authz_service.core.model import Action, Entry, Restriction, State, from_micros, to_micros
+from authz_service.core.model import Entry, State, to_micros
 from authz_service.core.ports import Cursor
 
+from .rows import COLUMNS, EVENT_COLUMNS, append, entry_from_row, entry_row, event_from_row, hold
 from .threaded_store import ThreadedStore
-
-_COLUMNS = (
-    "id, subject, description, restrictions, unrestricted, verifier, lookup_tag, create_time,"
-    " update_time, revision, expire_time, revoke_time, revoke_reason, last_used_time, etag"
-)
 
 
 def _migrate_to_1(db: sqlite_utils.Database) -> None:
@@ -161,7 +156,10 @@ class SqliteStore(ThreadedStore):
     def __init__(self, path: Path) -> None:
         self.file = SqliteFile(path)
         super().__init__(self.file)
-        self.file_problem = self.file.file_problem
+
+    def problem(self) -> str | None:
+        """Why writes are refused now (the file was removed or replaced), or None."""
+        return self.file.file_problem()
 
 
 class SqliteFile:
@@ -228,9 +226,9 @@ class SqliteFile:
         change = change or Change()
         try:
             with self._transaction() as tx:
-                _hold(tx, change)
-                tx.table("entries").insert(_row(entry))
-                return _append(tx, entry, ChangeKind.CREATED, change)
+                hold(tx.execute, change)
+                tx.table("entries").insert(entry_row(entry))
+                return append(tx.execute, entry, ChangeKind.CREATED, change)
         except sqlite3.IntegrityError:
             raise AlreadyExists("subject: an unrevoked entry already has this subject") from None
 
@@ -240,8 +238,8 @@ class SqliteFile:
         try:
             with self._transaction() as tx:
                 for entry in entries:
-                    tx.table("entries").insert(_row(entry))
-                    _append(tx, entry, ChangeKind.CREATED, Change())
+                    tx.table("entries").insert(entry_row(entry))
+                    append(tx.execute, entry, ChangeKind.CREATED, Change())
         except sqlite3.IntegrityError:
             raise AlreadyExists("subject: an unrevoked entry already has this subject") from None
 
@@ -275,7 +273,7 @@ class SqliteFile:
 
     def _write_over(self, entry: Entry, kind: ChangeKind, change: Change) -> Event:
         rotate = kind is ChangeKind.ROTATED
-        row = _row(entry)
+        row = entry_row(entry)
         entry_id = row.pop("id")
         del row["last_used_time"]
         if not rotate:
@@ -283,7 +281,7 @@ class SqliteFile:
         assignments = ", ".join(f"{column} = ?" for column in row)
         try:
             with self._transaction() as tx:
-                _hold(tx, change)
+                hold(tx.execute, change)
                 if rotate:
                     tx.execute(
                         "INSERT INTO retired_tokens (entry_id, lookup_tag, verifier, retire_time)"
@@ -296,7 +294,7 @@ class SqliteFile:
                     [*row.values(), entry_id, entry.revision - 1],
                 )
                 if cursor.rowcount == 1:
-                    return _append(tx, entry, kind, change)
+                    return append(tx.execute, entry, kind, change)
                 exists = tx.execute("SELECT 1 FROM entries WHERE id = ?", [entry_id]).fetchone()
         except sqlite3.IntegrityError:
             raise AlreadyExists("subject: an unrevoked entry already has this subject") from None
@@ -342,11 +340,11 @@ class SqliteFile:
             db.execute("BEGIN")
             try:
                 rows = db.execute(
-                    "SELECT revision, entry_id, kind, actor_id, fields, time FROM events"
+                    f"SELECT {EVENT_COLUMNS} FROM events"  # noqa: S608 (columns are ours)
                     " WHERE revision > ? ORDER BY revision LIMIT ?",
                     [after, _CHANGES_BATCH + 1],
                 ).fetchall()
-                events = tuple(_event(row) for row in rows[:_CHANGES_BATCH])
+                events = tuple(event_from_row(row) for row in rows[:_CHANGES_BATCH])
                 ids = sorted({event.entry_id for event in events})
                 entries = {}
                 for start in range(0, len(ids), 500):  # SQLite's bound on parameters
@@ -511,8 +509,8 @@ class SqliteFile:
 
     def _many(self, clause: str, params: tuple[Any, ...]) -> list[Entry]:
         with _storage_faults("database read"):
-            rows = self._db().execute(f"SELECT {_COLUMNS} FROM entries {clause}", params)  # noqa: S608 (clauses are ours)
-            return [_entry(row) for row in rows.fetchall()]
+            rows = self._db().execute(f"SELECT {COLUMNS} FROM entries {clause}", params)  # noqa: S608 (clauses are ours)
+            return [entry_from_row(row) for row in rows.fetchall()]
 
 
 def _is_storage_fault(error: BaseException) -> bool:
@@ -604,127 +602,3 @@ class WalIndexHeader:
     def close(self) -> None:
         """Unmap the header."""
         _LIBC.munmap(self._address, mmap.PAGESIZE)
-
-
-def _hold(tx: sqlite_utils.Database, change: Change) -> None:
-    """Inside a write's transaction: refuse it unless its guard and its claim still hold."""
-    if change.guard is not None:
-        actor = None
-        if change.actor_id:
-            rows = tx.execute(f"SELECT {_COLUMNS} FROM entries WHERE id = ?", [change.actor_id])  # noqa: S608 (columns are ours)
-            found = rows.fetchone()
-            actor = None if found is None else _entry(found)
-        change.guard(actor)
-    claim = change.claim
-    if claim is not None:
-        stored = tx.execute(
-            "SELECT verifier FROM entries WHERE lookup_tag = ?"
-            " UNION ALL SELECT verifier FROM retired_tokens WHERE lookup_tag = ?",
-            [claim.tag, claim.tag],
-        ).fetchall()
-        if any(verifier not in claim.checked for (verifier,) in stored):
-            raise ClaimChanged
-
-
-def _append(tx: sqlite_utils.Database, entry: Entry, kind: ChangeKind, change: Change) -> Event:
-    """Append the write's event, in its transaction."""
-    cursor = tx.execute(
-        "INSERT INTO events (entry_id, kind, actor_id, fields, time) VALUES (?, ?, ?, ?, ?)",
-        [
-            entry.id,
-            kind.value,
-            change.actor_id,
-            json.dumps(change.fields),
-            to_micros(entry.update_time),
-        ],
-    )
-    revision: int = cursor.lastrowid  # type: ignore[assignment]  # an INSERT always sets it
-    return Event(revision, entry.id, kind, change.actor_id, change.fields, entry.update_time)
-
-
-def _event(row: tuple[Any, ...]) -> Event:
-    revision, entry_id, kind, actor_id, fields, when = row
-    return Event(
-        revision, entry_id, ChangeKind(kind), actor_id, tuple(json.loads(fields)), from_micros(when)
-    )
-
-
-def _row(entry: Entry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "subject": entry.subject,
-        "description": entry.description,
-        "restrictions": json.dumps(
-            [
-                {
-                    "plugin": r.plugin,
-                    "permissions": list(r.permissions),
-                    "actions": [a.name.lower() for a in r.actions],
-                }
-                for r in entry.restrictions
-            ]
-        ),
-        "unrestricted": int(entry.unrestricted),
-        "verifier": entry.verifier,
-        "lookup_tag": entry.lookup_tag,
-        "create_time": to_micros(entry.create_time),
-        "update_time": to_micros(entry.update_time),
-        "revision": entry.revision,
-        "expire_time": _micros(entry.expire_time),
-        "revoke_time": _micros(entry.revoke_time),
-        "revoke_reason": entry.revoke_reason,
-        "last_used_time": _micros(entry.last_used_time),
-        "etag": entry.etag,
-    }
-
-
-def _entry(row: tuple[Any, ...]) -> Entry:
-    (
-        entry_id,
-        subject,
-        description,
-        restrictions,
-        unrestricted,
-        verifier,
-        tag,
-        created,
-        updated,
-        revision,
-        expires,
-        revoked,
-        revoke_reason,
-        last_used,
-        etag,
-    ) = row
-    return Entry(
-        id=entry_id,
-        subject=subject,
-        description=description,
-        restrictions=tuple(
-            Restriction(
-                r["plugin"],
-                tuple(r["permissions"]),
-                tuple(Action[a.upper()] for a in r["actions"]),
-            )
-            for r in json.loads(restrictions)
-        ),
-        unrestricted=bool(unrestricted),
-        verifier=verifier,
-        lookup_tag=tag,
-        create_time=from_micros(created),
-        update_time=from_micros(updated),
-        revision=revision,
-        expire_time=_datetime(expires),
-        revoke_time=_datetime(revoked),
-        revoke_reason=revoke_reason,
-        last_used_time=_datetime(last_used),
-        etag=etag,
-    )
-
-
-def _micros(when: datetime | None) -> int | None:
-    return None if when is None else to_micros(when)
-
-
-def _datetime(micros: int | None) -> datetime | None:
-    return None if micros is None else from_micros(micros)

@@ -62,6 +62,20 @@ class ThreadedStore:
     async def head(self) -> int:
         return await self._run(self._feed, self.blocking.head)
 
+    def problem(self) -> str | None:
+        """Why this process must not report SERVING now (one line), or None."""
+        return None
+
+    def watch(self, on_events: Callable[[], object]) -> None:
+        """Nothing to watch: every process on this store asks `version()` before it trusts
+        its cache (one machine, one file)."""
+
+    async def acknowledge(self, revision: int) -> None:
+        """Nobody waits for this process's acknowledgements (see `watch`)."""
+
+    async def settle(self, revision: int) -> None:
+        """Every process sees `revision` on its next Check already (see `watch`)."""
+
     async def changes(self, after: int) -> Changes:
         return await self._run(self._feed, self.blocking.changes, after)
 

@@ -1,13 +1,13 @@
 """The interfaces the use cases need from the outside world: storage and token hashing.
 
-Adapters implement them (SQLite and argon2 today, PostgreSQL next); tests use in-memory fakes.
+Adapters implement them (SQLite, PostgreSQL and argon2); tests use in-memory fakes.
 The store is awaited: an adapter owns its connections and the threads (or the event loop
 sessions) that use them, and the use cases never block on it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Protocol
 
@@ -34,6 +34,21 @@ class ChangeFeed(Protocol):
 
     async def changes(self, after: int) -> Changes:
         """The events past revision `after`, oldest first, and the entries they name now."""
+
+    def watch(self, on_events: Callable[[], object]) -> None:
+        """Call `on_events` (from any thread) whenever events may have been committed, where
+        the store can tell (PostgreSQL's notifications); a store whose every process asks
+        `version()` before each Check never calls it."""
+
+    async def acknowledge(self, revision: int) -> None:
+        """Tell the writers waiting in `settle` that this process applied up to `revision`."""
+
+    async def settle(self, revision: int) -> None:
+        """Return once every other live process has applied `revision` (acknowledged it) or
+        can no longer answer from its cache (its lease ran out); Unavailable past that."""
+
+    def problem(self) -> str | None:
+        """Why this process must not report SERVING now (one line), or None."""
 
 
 class EntryStore(ChangeFeed, Protocol):

@@ -463,6 +463,8 @@ class Admin:
         async def unit() -> Event:
             event = await write()
             await self._follower.reach(event.revision)
+            # Replicas on other machines: until each has applied it (or its lease ran out).
+            await self._store.settle(event.revision)
             return event
 
         task = asyncio.ensure_future(unit())

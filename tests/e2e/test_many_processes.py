@@ -1,5 +1,6 @@
 """Many processes, one truth (DESIGN section 8): real `authz-service serve` processes on one
-SQLite file, and `serve --workers 3`, answer as one service.
+SQLite file, three replicas on one real PostgreSQL, and `serve --workers 3`, answer as one
+service.
 
 Once an admin RPC returns on one process, no Check that starts afterwards on any other process
 answers by the old state: checked in loops of 200 rounds with checkers hammering the token on
@@ -28,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc
+from postgres_server import PostgresServer
 from server_process import ADMIN_METADATA, ServerProcess
 
 CHEAP_ARGON2 = {"AUTHZ_ARGON2_TIME_COST": "1", "AUTHZ_ARGON2_MEMORY_KIB": "8"}
@@ -43,12 +45,24 @@ WORKER_CHANNELS = 24
 WORKER_STARTED = re.compile(r"worker (?P<index>\d+) started \(pid (?P<pid>\d+)\)")
 
 
-@pytest.fixture(scope="module")
-def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
-    """Three servers on one database file, started at once (each with the bootstrap token)."""
-    db = tmp_path_factory.mktemp("shared") / "authz.db"
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def three(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[ServerProcess]]:
+    """Three servers on one database (a SQLite file, or a PostgreSQL database with one server
+    key file), started at once, each with the bootstrap token."""
+    shared = tmp_path_factory.mktemp("shared")
+    db: Path | str = shared / "authz.db"
+    env = dict(CHEAP_ARGON2)
+    if request.param == "postgresql":
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        db = postgres.create_database(f"three_{os.getpid()}")
+        env["AUTHZ_SERVER_KEY_FILE"] = str(shared / "server.key")
+        # The key is made once, before the replicas start, as an operator would.
+        (shared / "server.key").write_bytes(os.urandom(32))
+        (shared / "server.key").chmod(0o600)
     with ThreadPoolExecutor(3) as starting:
-        servers = list(starting.map(lambda _: ServerProcess(db, CHEAP_ARGON2), range(3)))
+        servers = list(starting.map(lambda _: ServerProcess(db, env), range(3)))
     yield servers
     for server in servers:
         server.stop()

@@ -259,20 +259,40 @@ def test_the_server_key_is_created_with_mode_0600(server: ServerProcess) -> None
     assert len(key.read_bytes()) == 32
 
 
+def test_a_database_url_other_than_a_file_or_postgresql_is_refused_not_taken_for_a_file(
+    tmp_path: Path,
+) -> None:
+    db = "mysql://authz@127.0.0.1/authz"
+    line = _refusal(_serve("--listen", "127.0.0.1:0", "--db", db, cwd=tmp_path))
+    assert "AUTHZ_DB/--db: mysql:// is not a store" in line
+    assert not any(tmp_path.iterdir())  # no file or folder named after the URL
+
+
 @pytest.mark.parametrize(
-    ("db", "says"),
+    ("db", "key", "says"),
     [
-        ("postgresql://authz@127.0.0.1:5432/authz", "PostgreSQL is not supported"),
-        ("mysql://authz@127.0.0.1/authz", "mysql:// is not a store"),
+        (
+            "postgresql://authz:hunter2@127.0.0.1:1/authz",
+            True,
+            "AUTHZ_DB/--db: the URL holds a password: put it in the file that"
+            " AUTHZ_DB_PASSWORD_FILE names",
+        ),
+        (
+            "postgresql://authz@127.0.0.1:1/authz",
+            False,
+            "AUTHZ_SERVER_KEY_FILE/--server-key-file: required with a postgresql:// AUTHZ_DB",
+        ),
+        ("postgresql://authz@127.0.0.1:1/authz", True, "cannot open the database: "),
+        ("postgresql://authz@[nope/authz", True, "AUTHZ_DB/--db: cannot parse"),
     ],
 )
-def test_a_database_url_other_than_a_file_is_refused_not_taken_for_a_file(
-    tmp_path: Path, db: str, says: str
+def test_a_postgresql_database_that_cannot_work_is_refused_in_one_line(
+    tmp_path: Path, db: str, key: bool, says: str
 ) -> None:
-    line = _refusal(_serve("--listen", "127.0.0.1:0", "--db", db, cwd=tmp_path))
-    assert "AUTHZ_DB/--db" in line
+    flags = ["--server-key-file", str(tmp_path / "server.key")] if key else []
+    line = _refusal(_serve("--listen", "127.0.0.1:0", "--db", db, *flags, cwd=tmp_path))
     assert says in line
-    assert not any(tmp_path.iterdir())  # no file or folder named after the URL
+    assert "hunter2" not in line
 
 
 @pytest.mark.parametrize("workers", ["0", "65", "two"])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from authz_service.adapters import DatabaseFileWatch
+from authz_service.adapters import StoreWatch
 from authz_service.adapters.sqlite_store import SqliteFile
 from authz_service.core.changes import Event
 from authz_service.core.errors import Unavailable
@@ -318,7 +318,7 @@ def test_a_write_committed_after_its_file_was_removed_is_not_acknowledged(tmp_pa
         store.close()
 
 
-def test_the_file_watch_calls_back_once_when_the_database_file_is_removed(
+def test_the_store_watch_calls_back_once_when_the_database_file_is_removed(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "authz.db"
@@ -326,11 +326,12 @@ def test_the_file_watch_calls_back_once_when_the_database_file_is_removed(
     reasons: list[str] = []
     called = threading.Event()
 
-    def on_problem(reason: str) -> None:
+    def on_problem(reason: str | None) -> None:
+        assert reason is not None
         reasons.append(reason)
         called.set()
 
-    watch = DatabaseFileWatch(store.file_problem, on_problem, interval=0.01)
+    watch = StoreWatch(store.file_problem, on_problem, interval=0.01)
     try:
         _remove_database(path)
         assert called.wait(10), "the watch did not notice the removed file"
@@ -341,28 +342,25 @@ def test_the_file_watch_calls_back_once_when_the_database_file_is_removed(
     assert f"database file {path} was removed or replaced" in reasons[0]
 
 
-def test_the_file_watch_stops_polling_after_its_one_call(tmp_path: Path) -> None:
-    polls: list[int] = []
-    calls: list[str] = []
-    twice = threading.Event()
+def test_the_watch_calls_back_each_time_the_answer_turns_and_only_then() -> None:
+    answers = iter(["gone", "gone", "gone", None, None, "lost", "lost"])
+    calls: list[str | None] = []
+    done = threading.Event()
 
-    def problem() -> str:
-        polls.append(1)
-        return "gone"
+    def problem() -> str | None:
+        try:
+            return next(answers)
+        except StopIteration:
+            done.set()
+            return "lost"
 
-    def on_problem(reason: str) -> None:
-        calls.append(reason)
-        if len(calls) > 1:
-            twice.set()
-
-    watch = DatabaseFileWatch(problem, on_problem, interval=0.005)
-    # 0.2 s is forty polls: a watch that kept calling back would have done so by then.
-    assert not twice.wait(0.2)
+    watch = StoreWatch(problem, calls.append, interval=0.005)
+    assert done.wait(10)
     watch.stop()
-    assert (calls, len(polls)) == (["gone"], 1)
+    assert calls == ["gone", None, "lost"]
 
 
-def test_the_file_watch_stays_quiet_while_the_file_is_in_place(tmp_path: Path) -> None:
+def test_the_store_watch_stays_quiet_while_the_file_is_in_place(tmp_path: Path) -> None:
     store = SqliteFile(tmp_path / "authz.db")
     polled = threading.Event()
     count = [0]
@@ -374,7 +372,7 @@ def test_the_file_watch_stays_quiet_while_the_file_is_in_place(tmp_path: Path) -
         return store.file_problem()
 
     calls: list[str] = []
-    watch = DatabaseFileWatch(problem, calls.append, interval=0.005)
+    watch = StoreWatch(problem, calls.append, interval=0.005)
     try:
         assert polled.wait(10), "the watch did not poll"
     finally:
@@ -383,7 +381,7 @@ def test_the_file_watch_stays_quiet_while_the_file_is_in_place(tmp_path: Path) -
     assert calls == []
 
 
-def test_a_file_watch_whose_check_fails_logs_it_and_stops(
+def test_a_store_watch_whose_check_fails_logs_it_and_stops(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     failed = threading.Event()
@@ -393,7 +391,7 @@ def test_a_file_watch_whose_check_fails_logs_it_and_stops(
         raise OSError("the check broke")
 
     with caplog.at_level(logging.ERROR, logger="authz_service.database"):
-        watch = DatabaseFileWatch(problem, lambda _: None, interval=0.005)
+        watch = StoreWatch(problem, lambda _: None, interval=0.005)
         assert failed.wait(10)
         watch.stop()
-    assert [r.getMessage() for r in caplog.records] == ["the database file watch stopped"]
+    assert [r.getMessage() for r in caplog.records] == ["the store watch stopped"]

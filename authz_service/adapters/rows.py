@@ -1,0 +1,158 @@
+"""The rows both stores keep (SQLite and PostgreSQL share one schema): how an entry and an
+event are written as columns and read back, and the two steps every write's transaction takes
+(`hold`: the guard and the claim still hold; `append`: the event).
+
+Statements use `?` placeholders; the PostgreSQL store translates them (none of its SQL holds a
+literal `?`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from authz_service.core.changes import Change, ChangeKind, ClaimChanged, Event
+from authz_service.core.model import Action, Entry, Restriction, from_micros, to_micros
+
+COLUMNS = (
+    "id, subject, description, restrictions, unrestricted, verifier, lookup_tag, create_time,"
+    " update_time, revision, expire_time, revoke_time, revoke_reason, last_used_time, etag"
+)
+EVENT_COLUMNS = "revision, entry_id, kind, actor_id, fields, time"
+
+
+class Rows(Protocol):
+    """A cursor's answer (sqlite3's and psycopg's both)."""
+
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+# Runs one statement in the write's transaction.
+Execute = Callable[[str, Sequence[Any]], Rows]
+
+
+def hold(execute: Execute, change: Change) -> None:
+    """Inside a write's transaction: refuse it unless its guard and its claim still hold."""
+    if change.guard is not None:
+        actor = None
+        if change.actor_id:
+            rows = execute(f"SELECT {COLUMNS} FROM entries WHERE id = ?", [change.actor_id])  # noqa: S608 (columns are ours)
+            found = rows.fetchone()
+            actor = None if found is None else entry_from_row(found)
+        change.guard(actor)
+    claim = change.claim
+    if claim is not None:
+        stored = execute(
+            "SELECT verifier FROM entries WHERE lookup_tag = ?"
+            " UNION ALL SELECT verifier FROM retired_tokens WHERE lookup_tag = ?",
+            [claim.tag, claim.tag],
+        ).fetchall()
+        if any(verifier not in claim.checked for (verifier,) in stored):
+            raise ClaimChanged
+
+
+def append(execute: Execute, entry: Entry, kind: ChangeKind, change: Change) -> Event:
+    """Append the write's event, in its transaction."""
+    (revision,) = execute(
+        "INSERT INTO events (entry_id, kind, actor_id, fields, time) VALUES (?, ?, ?, ?, ?)"
+        " RETURNING revision",
+        [
+            entry.id,
+            kind.value,
+            change.actor_id,
+            json.dumps(change.fields),
+            to_micros(entry.update_time),
+        ],
+    ).fetchone()
+    return Event(revision, entry.id, kind, change.actor_id, change.fields, entry.update_time)
+
+
+def event_from_row(row: tuple[Any, ...]) -> Event:
+    revision, entry_id, kind, actor_id, fields, when = row
+    return Event(
+        revision, entry_id, ChangeKind(kind), actor_id, tuple(json.loads(fields)), from_micros(when)
+    )
+
+
+def entry_row(entry: Entry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "subject": entry.subject,
+        "description": entry.description,
+        "restrictions": json.dumps(
+            [
+                {
+                    "plugin": r.plugin,
+                    "permissions": list(r.permissions),
+                    "actions": [a.name.lower() for a in r.actions],
+                }
+                for r in entry.restrictions
+            ]
+        ),
+        "unrestricted": int(entry.unrestricted),
+        "verifier": entry.verifier,
+        "lookup_tag": entry.lookup_tag,
+        "create_time": to_micros(entry.create_time),
+        "update_time": to_micros(entry.update_time),
+        "revision": entry.revision,
+        "expire_time": _micros(entry.expire_time),
+        "revoke_time": _micros(entry.revoke_time),
+        "revoke_reason": entry.revoke_reason,
+        "last_used_time": _micros(entry.last_used_time),
+        "etag": entry.etag,
+    }
+
+
+def entry_from_row(row: tuple[Any, ...]) -> Entry:
+    (
+        entry_id,
+        subject,
+        description,
+        restrictions,
+        unrestricted,
+        verifier,
+        tag,
+        created,
+        updated,
+        revision,
+        expires,
+        revoked,
+        revoke_reason,
+        last_used,
+        etag,
+    ) = row
+    return Entry(
+        id=entry_id,
+        subject=subject,
+        description=description,
+        restrictions=tuple(
+            Restriction(
+                r["plugin"],
+                tuple(r["permissions"]),
+                tuple(Action[a.upper()] for a in r["actions"]),
+            )
+            for r in json.loads(restrictions)
+        ),
+        unrestricted=bool(unrestricted),
+        verifier=verifier,
+        lookup_tag=tag,
+        create_time=from_micros(created),
+        update_time=from_micros(updated),
+        revision=revision,
+        expire_time=_datetime(expires),
+        revoke_time=_datetime(revoked),
+        revoke_reason=revoke_reason,
+        last_used_time=_datetime(last_used),
+        etag=etag,
+    )
+
+
+def _micros(when: datetime | None) -> int | None:
+    return None if when is None else to_micros(when)
+
+
+def _datetime(micros: int | None) -> datetime | None:
+    return None if micros is None else from_micros(micros)
