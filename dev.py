@@ -73,7 +73,22 @@ def gen() -> int:
     )
 
 
+def postgres_problem() -> str | None:
+    """Why the tests cannot start their PostgreSQL (one line), or None when they can."""
+    found = subprocess.run(
+        [str(BIN / "python"), str(ROOT / "tests" / "postgres_server.py")],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    return found.stderr.strip().splitlines()[-1] if found.returncode else None
+
+
 def test(args: list[str]) -> int:
+    # The suite starts a real PostgreSQL server of its own: say at once if it cannot.
+    if problem := postgres_problem():
+        print(problem, file=sys.stderr)
+        return 2
     steps = [
         [str(BIN / "ruff"), "check", "."],
         [str(BIN / "ruff"), "format", "--check", "."],

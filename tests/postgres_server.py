@@ -21,6 +21,8 @@ import psycopg
 USER = "authz"
 SERVER_OWNER = "postgres"
 _WANTED = ("initdb", "pg_ctl", "postgres")
+# Where Debian's packages put each major version's binaries.
+DEBIAN_ROOT = Path("/usr/lib/postgresql")
 
 
 class PostgresMissing(Exception):
@@ -37,7 +39,7 @@ def server_binaries() -> Path:
         if found.returncode == 0:
             candidates.append(Path(found.stdout.strip()))
     candidates += sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
+        DEBIAN_ROOT.glob("*/bin"),
         key=lambda path: int(path.parent.name) if path.parent.name.isdigit() else 0,
         reverse=True,
     )
@@ -144,3 +146,10 @@ class PostgresServer:
             raise subprocess.CalledProcessError(
                 done.returncode, command, done.stdout, done.stderr + self.log
             )
+
+
+if __name__ == "__main__":  # `python tests/postgres_server.py`: the test command's check
+    try:
+        print(server_binaries())  # noqa: T201 (a command's answer)
+    except PostgresMissing as missing:
+        raise SystemExit(f"dev.py: {missing}") from None
