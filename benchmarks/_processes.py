@@ -53,7 +53,7 @@ class Server:
     @classmethod
     def authz(
         cls,
-        db: Path,
+        db: Path | str,
         env: dict[str, str] | None = None,
         listen: str = "127.0.0.1:0",
         workers: int = 1,

@@ -27,6 +27,7 @@ from _burst import burst_rows
 from _envoy import envoy_rows
 from _load import Load, grpc_body, h2load, median_load, node_load, paired_ratio, rounds_of
 from _processes import Server, per_core
+from _replicas import replica_rows
 from seed import Seeded, new_token, seed
 
 from authz.v1 import authz_pb2
@@ -66,6 +67,8 @@ class Sizes:
     # quiet runs, against 6% with 8 pairs and 16% with 3.
     envoy_seconds: float
     envoy_rounds: int
+    # RevokeEntry calls timed for each replica count.
+    revokes: int
 
 
 FULL = Sizes(
@@ -76,9 +79,17 @@ FULL = Sizes(
     rounds=6,
     envoy_seconds=3,
     envoy_rounds=32,
+    revokes=100,
 )
 SMOKE = Sizes(
-    fillers=2_000, decoys=20, cached=200, seconds=1, rounds=1, envoy_seconds=1, envoy_rounds=1
+    fillers=2_000,
+    decoys=20,
+    cached=200,
+    seconds=1,
+    rounds=1,
+    envoy_seconds=1,
+    envoy_rounds=1,
+    revokes=5,
 )
 
 
@@ -253,6 +264,15 @@ def run(sizes: Sizes, work: Path) -> list[Row]:
     rows.append(_workers_row(sizes, small))
     rows.append(_service_workers_row(sizes, work / "small" / "authz.db", small))
     rows.append(_memory_row(work / "large" / "authz.db", large, sizes.cached))
+    rows += replica_rows(
+        Row,
+        work,
+        seconds=sizes.seconds,
+        rounds=sizes.rounds,
+        revokes=sizes.revokes,
+        admin_token=ADMIN_TOKEN,
+        warm_body=warm_body,
+    )
     return rows
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from authz_service.adapters import Argon2Hasher, load_or_create_key
+from authz_service.adapters.postgres_store import PostgresFile
 from authz_service.adapters.sqlite_store import SqliteFile
 from authz_service.core.model import Action, Entry, Restriction
 from authz_service.core.tokens import lookup_tag
@@ -41,10 +42,20 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def seed(db: Path, *, warm: int, fillers: int, decoys: int) -> Seeded:
-    """Create `db` (and its server key beside it) holding the requested entries."""
-    key = load_or_create_key(db.parent / "server.key")
-    store = SqliteFile(db)  # the blocking store: seeding runs before any server, on no loop
+def seed(
+    db: Path | str, *, warm: int, fillers: int, decoys: int, key_file: Path | None = None
+) -> Seeded:
+    """Create `db` holding the requested entries: a SQLite file (with its server key beside
+    it, unless `key_file` names one) or a PostgreSQL URL (with `key_file`)."""
+    # The blocking stores: seeding runs before any server, on no loop.
+    store: SqliteFile | PostgresFile
+    if isinstance(db, str):
+        assert key_file is not None, "a PostgreSQL database needs its key file"
+        store = PostgresFile(db)
+    else:
+        key_file = key_file or db.parent / "server.key"
+        store = SqliteFile(db)
+    key = load_or_create_key(key_file)
     full = Argon2Hasher()
     now = datetime.now(UTC)
     tokens = Seeded(
@@ -81,7 +92,7 @@ def seed(db: Path, *, warm: int, fillers: int, decoys: int) -> Seeded:
     return tokens
 
 
-def _insert(store: SqliteFile, rows: Iterable[Entry]) -> None:
+def _insert(store: SqliteFile | PostgresFile, rows: Iterable[Entry]) -> None:
     batch: list[Entry] = []
     for row in rows:
         batch.append(row)

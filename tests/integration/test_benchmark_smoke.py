@@ -27,6 +27,12 @@ SCENARIOS = (
     "CreateEntry during 20 colliding wrong tokens from another host",
     "Envoy + empty ext_authz server (floor)",
     "Envoy + authz-service ext_authz",
+    "warm Check, PostgreSQL replica",
+    "RevokeEntry, SQLite (one process)",
+    "RevokeEntry, 1 PostgreSQL replicas",
+    "RevokeEntry, 2 PostgreSQL replicas",
+    "RevokeEntry, 3 PostgreSQL replicas",
+    "cold Check, PostgreSQL vs SQLite",
 )
 
 
@@ -50,4 +56,6 @@ def test_every_benchmark_scenario_runs_and_tag_misses_cost_no_argon2(tmp_path: P
     assert rows["50 concurrent cold checks of one new token"]["passed"]
     assert rows["cold Check (first use of a token)"]["ratio"] == 1
     assert "20 argon2 verifies" in rows["warm Check during 20 colliding cold checks"]["note"]
+    for replicas in (1, 2, 3):  # every RevokeEntry was timed, and each denied afterwards
+        assert rows[f"RevokeEntry, {replicas} PostgreSQL replicas"]["p50_ms"] > 0
     assert "scenario" in result.stdout  # the table was printed
