@@ -639,7 +639,9 @@ class Replica:
 
     def version(self) -> object:
         if time.monotonic() >= self._lease_end:
-            raise Unavailable(self.problem() or "this replica's lease ran out")
+            # Said to any caller, credentials or not: no address or error of the database
+            # (the log and `problem` have them).
+            raise Unavailable("this replica lost its database: ask another replica")
         return self._bumps
 
     def applied(self, revision: int) -> None:
@@ -680,6 +682,10 @@ class Replica:
                 if reason != self._lost:
                     log.warning("replica: the listen connection failed: %s", reason)
                 self._lost = reason
+            except Exception:  # a bug: logged, and the lease runs out until it works again
+                failures += 1
+                log.exception("replica: the listen thread failed")
+                self._lost = "the listen thread failed"
             self._joined.set()  # the constructor stops waiting (and says why, if it failed)
             # Reconnect at once the first time (a killed backend), then back off a little.
             self._stopping.wait(min(0.1 * failures, self._interval))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import grpc
+import psycopg
 from google.protobuf import field_mask_pb2
 
 from authz.v1 import authz_pb2 as pb
+from postgres_server import PostgresServer
 from server_process import ADMIN_METADATA, BOOTSTRAP_TOKEN, ServerProcess
 
 TOKENS = {
@@ -158,3 +161,32 @@ def test_no_token_appears_in_database_wal_log_or_responses(tmp_path: Path) -> No
     # The log searched holds an access line per admin call and, at DEBUG, a line per Check.
     assert "authz_service.access" in server.log
     assert "authz_service.check" in server.log
+
+
+def test_no_token_appears_in_postgresql_files_or_log_or_the_replicas_answers(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    key = tmp_path / "server.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    url = postgres.create_database("secrets")
+    env = {"AUTHZ_SERVER_KEY_FILE": str(key)}
+    server = ServerProcess(url, env, "--log-level", "DEBUG")
+    other = ServerProcess(url, env, "--log-level", "DEBUG")  # follows every write
+    responses = _exercise(server)
+    assert server.stop() == 0
+    assert other.stop() == 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")  # the writes in the table files, not only in the WAL
+        tables = conn.execute(
+            "SELECT string_agg(row_to_json(e)::text, E'\\n') FROM entries e"
+            " UNION ALL SELECT string_agg(row_to_json(r)::text, E'\\n') FROM retired_tokens r"
+            " UNION ALL SELECT string_agg(row_to_json(v)::text, E'\\n') FROM events v"
+        ).fetchall()
+    rows = "\n".join(text for (text,) in tables if text).encode()
+    assert b"secret-holder" in rows  # the rows were there to search
+    files = {str(path): path.read_bytes() for path in postgres.data.rglob("*") if path.is_file()}
+    assert _leaks({"rows": rows, "postgres log": postgres.log.encode()}) == []
+    assert _leaks(files) == []
+    assert _leaks({"responses": b"\n".join(responses)}) == []
+    assert _leaks({"log": server.log.encode(), "other log": other.log.encode()}) == []
