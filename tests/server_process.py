@@ -118,6 +118,8 @@ class ServerProcess:
             self.process.send_signal(sig)
         code = self.process.wait(timeout)
         self._reader.join(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         return code
 
 

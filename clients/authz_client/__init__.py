@@ -8,6 +8,10 @@ calls for tools, and server interceptors that guard a Python gRPC backend.
         if not result.allowed:
             ...  # answer result.http_status (401 or 403)
 
+Several replicas: `AuthzClient(["authz-a:50051", "authz-b:50051"])`, or one name that resolves
+to all of them (`dns:///authz:50051`); a call that finds one unavailable asks the next, within
+its timeout (docs/client-library.md, "Several replicas").
+
 Against a server that serves TLS, pass `credentials=tls_credentials(ca_file="ca.pem")` (with
 `cert_file` and `key_file` too under mTLS).
 """

@@ -1,8 +1,7 @@
-"""Request building and call policy shared by the sync and async clients."""
+"""Request building shared by the sync and async clients."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
@@ -24,32 +23,6 @@ class _Keep(Enum):
 
 # Pass KEEP (the default) to leave a field of an entry as it is in `update_entry`.
 KEEP: Final = _Keep.KEEP
-
-# Retries only where repeating is harmless (reads, Check, the idempotent Revoke), and only for
-# UNAVAILABLE; grpc's own retry machinery does the work, with backoff.
-_IDEMPOTENT = [
-    {"service": "authz.v1.AuthzService", "method": "Check"},
-    {"service": "authz.v1.AdminService", "method": "GetEntry"},
-    {"service": "authz.v1.AdminService", "method": "ListEntries"},
-    {"service": "authz.v1.AdminService", "method": "RevokeEntry"},
-]
-SERVICE_CONFIG = json.dumps(
-    {
-        "methodConfig": [
-            {
-                "name": _IDEMPOTENT,
-                "retryPolicy": {
-                    "maxAttempts": 3,
-                    "initialBackoff": "0.05s",
-                    "maxBackoff": "0.5s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ]
-    }
-)
-CHANNEL_OPTIONS = (("grpc.enable_retries", 1), ("grpc.service_config", SERVICE_CONFIG))
 
 
 def admin_metadata(admin_token: str | None) -> tuple[tuple[str, str], ...]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -13,9 +15,9 @@ import grpc.aio
 from authz.v1 import authz_pb2, authz_pb2_grpc
 
 from ._errors import error_from_rpc
+from ._failover import REPEATABLE, Attempts, ask_order, channel_options, service_of, target_list
 from ._model import CheckResult, Entry, Restriction, check_result, entry_from_message
 from ._requests import (
-    CHANNEL_OPTIONS,
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
     KEEP,
@@ -26,33 +28,49 @@ from ._requests import (
     update_request,
 )
 
-Response = TypeVar("Response")
+
+class _Route:
+    """One target's channel and stubs."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self.stubs = {
+            "authz": authz_pb2_grpc.AuthzServiceStub(channel),  # type: ignore[no-untyped-call]
+            "admin": authz_pb2_grpc.AdminServiceStub(channel),  # type: ignore[no-untyped-call]
+        }
 
 
 class AsyncAuthzClient:
     """An asyncio connection to the authorization service; `async with` closes it.
 
-    Same deadlines, retries and errors as `AuthzClient`.
+    Same targets, deadlines, failover and errors as `AuthzClient`.
     """
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | Sequence[str] = DEFAULT_TARGET,
         *,
         admin_token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        options = list(CHANNEL_OPTIONS)
-        self._channel = (
-            grpc.aio.secure_channel(target, credentials, options)
-            if credentials is not None
-            else grpc.aio.insecure_channel(target, options)
-        )
-        self._authz = authz_pb2_grpc.AuthzServiceStub(self._channel)  # type: ignore[no-untyped-call]
-        self._admin = authz_pb2_grpc.AdminServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self.targets = target_list(target)
+        several = len(self.targets) > 1
+        options = channel_options(several)
+        self._routes = [
+            _Route(
+                grpc.aio.secure_channel(t, credentials, options)
+                if credentials is not None
+                else grpc.aio.insecure_channel(t, options)
+            )
+            for t in self.targets
+        ]
+        if several:  # connect every channel now, so calls know which are ready
+            for route in self._routes:
+                route.channel.get_state(try_to_connect=True)
+        self._turns = itertools.count()
         self._metadata = admin_metadata(admin_token)
-        self.target = target
+        self.target = ", ".join(self.targets)
         self.timeout = timeout
 
     async def check(
@@ -64,7 +82,7 @@ class AsyncAuthzClient:
     ) -> CheckResult:
         """May this token (raw, or a whole `Bearer ...` header value) do this?"""
         request = check_request(token_or_authorization, plugin, permission, action)
-        return check_result(await self._call(self._authz.Check, request, ()))
+        return check_result(await self._call("Check", request, ()))
 
     async def create_entry(
         self,
@@ -80,7 +98,7 @@ class AsyncAuthzClient:
         request = create_request(
             subject, token, restrictions, unrestricted, description, expire_time
         )
-        return entry_from_message(await self._call(self._admin.CreateEntry, request))
+        return entry_from_message(await self._call("CreateEntry", request))
 
     async def update_entry(
         self,
@@ -103,7 +121,7 @@ class AsyncAuthzClient:
             expire_time=expire_time,
             new_token=new_token,
         )
-        return entry_from_message(await self._call(self._admin.UpdateEntry, request))
+        return entry_from_message(await self._call("UpdateEntry", request))
 
     async def rotate_token(self, entry_id: str, etag: str, new_token: str) -> Entry:
         """Replace the entry's token."""
@@ -112,12 +130,12 @@ class AsyncAuthzClient:
     async def revoke_entry(self, entry_id: str, reason: str = "") -> Entry:
         """Revoke at once."""
         request = authz_pb2.RevokeEntryRequest(id=entry_id, reason=reason)
-        return entry_from_message(await self._call(self._admin.RevokeEntry, request))
+        return entry_from_message(await self._call("RevokeEntry", request))
 
     async def get_entry(self, entry_id: str) -> Entry:
         """One entry by id."""
         request = authz_pb2.GetEntryRequest(id=entry_id)
-        return entry_from_message(await self._call(self._admin.GetEntry, request))
+        return entry_from_message(await self._call("GetEntry", request))
 
     async def list_entries(
         self, page_size: int = 0, page_token: str = "", *, include_revoked: bool = False
@@ -126,7 +144,7 @@ class AsyncAuthzClient:
         request = authz_pb2.ListEntriesRequest(
             page_size=page_size, page_token=page_token, include_revoked=include_revoked
         )
-        response = await self._call(self._admin.ListEntries, request)
+        response = await self._call("ListEntries", request)
         return [entry_from_message(e) for e in response.entries], response.next_page_token
 
     async def iter_entries(self, *, include_revoked: bool = False) -> AsyncIterator[Entry]:
@@ -142,8 +160,9 @@ class AsyncAuthzClient:
                 return
 
     async def close(self) -> None:
-        """Close the channel."""
-        await self._channel.close(None)
+        """Close the channels."""
+        for route in self._routes:
+            await route.channel.close(None)
 
     async def __aenter__(self) -> AsyncAuthzClient:
         return self
@@ -158,15 +177,37 @@ class AsyncAuthzClient:
 
     async def _call(
         self,
-        method: Callable[..., Awaitable[Response]],
+        method: str,
         request: Any,
         metadata: tuple[tuple[str, str], ...] | None = None,
-    ) -> Response:
-        try:
-            return await method(
-                request,
-                timeout=self.timeout,
-                metadata=self._metadata if metadata is None else metadata,
-            )
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
+    ) -> Any:
+        """Ask the targets in turn, within `timeout` in all (see `_failover.Attempts`)."""
+        metadata = self._metadata if metadata is None else metadata
+        repeatable = method in REPEATABLE
+        several = len(self._routes) > 1
+        states = [r.channel.get_state() for r in self._routes] if several else [None]
+        attempts = Attempts(ask_order(states, next(self._turns)), self.timeout)
+        for index, share in attempts:
+            route = self._routes[index]
+            if not repeatable and several and not await _ready(route, share):
+                attempts.not_ready()
+                continue
+            rpc = getattr(route.stubs[service_of(method)], method)
+            try:
+                return await rpc(
+                    request, timeout=share if repeatable else attempts.left(), metadata=metadata
+                )
+            except grpc.RpcError as error:
+                failure = error_from_rpc(error)
+                if not repeatable or not attempts.fails_over(failure):
+                    raise failure from None
+        raise attempts.exhausted()
+
+
+async def _ready(route: _Route, wait: float) -> bool:
+    """Whether the route's channel is connected and serving, waiting up to `wait` seconds."""
+    try:
+        await asyncio.wait_for(route.channel.channel_ready(), wait)
+    except TimeoutError:
+        return False
+    return True

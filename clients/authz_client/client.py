@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
 from authz.v1 import authz_pb2, authz_pb2_grpc
 
 from ._errors import error_from_rpc
+from ._failover import REPEATABLE, Attempts, ask_order, channel_options, service_of, target_list
 from ._model import CheckResult, Entry, Restriction, check_result, entry_from_message
 from ._requests import (
-    CHANNEL_OPTIONS,
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
     KEEP,
@@ -25,34 +26,58 @@ from ._requests import (
     update_request,
 )
 
-Response = TypeVar("Response")
+
+class _Route:
+    """One target's channel and stubs, and the channel's last known state."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.channel = channel
+        self.stubs = {
+            "authz": authz_pb2_grpc.AuthzServiceStub(channel),  # type: ignore[no-untyped-call]
+            "admin": authz_pb2_grpc.AdminServiceStub(channel),  # type: ignore[no-untyped-call]
+        }
+        self.state: grpc.ChannelConnectivity | None = None
+
+    def note(self, state: grpc.ChannelConnectivity) -> None:
+        self.state = state
 
 
 class AuthzClient:
     """A connection to the authorization service. Use it as a context manager to close it.
 
-    Every call has a deadline (`timeout`, 1 s by default). Check, Get, List and Revoke are
-    retried on UNAVAILABLE; nothing else is. Failures raise `AuthzClientError` subclasses.
+    `target` is one `host:port` (or any grpc target, such as `dns:///name:port`, whose
+    addresses are used in turn), or a sequence of them: replicas of one service. Every call
+    has a deadline (`timeout`, 1 s by default) that covers every target it asks. Check, Get,
+    List and Revoke go to the next target on UNAVAILABLE or when their share of the timeout
+    runs out; Create and Update only go to a target that is connected and serving, and are
+    never sent twice. Failures raise `AuthzClientError` subclasses.
     """
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | Sequence[str] = DEFAULT_TARGET,
         *,
         admin_token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        options = list(CHANNEL_OPTIONS)
-        self._channel = (
-            grpc.secure_channel(target, credentials, options)
-            if credentials is not None
-            else grpc.insecure_channel(target, options)
-        )
-        self._authz = authz_pb2_grpc.AuthzServiceStub(self._channel)  # type: ignore[no-untyped-call]
-        self._admin = authz_pb2_grpc.AdminServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self.targets = target_list(target)
+        several = len(self.targets) > 1
+        options = channel_options(several)
+        self._routes = [
+            _Route(
+                grpc.secure_channel(t, credentials, options)
+                if credentials is not None
+                else grpc.insecure_channel(t, options)
+            )
+            for t in self.targets
+        ]
+        if several:  # keep every channel connected, and know which are ready
+            for route in self._routes:
+                route.channel.subscribe(route.note, try_to_connect=True)
+        self._turns = itertools.count()
         self._metadata = admin_metadata(admin_token)
-        self.target = target
+        self.target = ", ".join(self.targets)
         self.timeout = timeout
 
     def check(
@@ -67,7 +92,7 @@ class AuthzClient:
         A deny is a result (`allowed` False, `http_status` 401 or 403), not an exception.
         """
         request = check_request(token_or_authorization, plugin, permission, action)
-        return check_result(self._call(self._authz.Check, request, ()))
+        return check_result(self._call("Check", request, ()))
 
     def create_entry(
         self,
@@ -83,7 +108,7 @@ class AuthzClient:
         request = create_request(
             subject, token, restrictions, unrestricted, description, expire_time
         )
-        return entry_from_message(self._call(self._admin.CreateEntry, request))
+        return entry_from_message(self._call("CreateEntry", request))
 
     def update_entry(
         self,
@@ -106,7 +131,7 @@ class AuthzClient:
             expire_time=expire_time,
             new_token=new_token,
         )
-        return entry_from_message(self._call(self._admin.UpdateEntry, request))
+        return entry_from_message(self._call("UpdateEntry", request))
 
     def rotate_token(self, entry_id: str, etag: str, new_token: str) -> Entry:
         """Replace the entry's token; the old one is denied once this returns."""
@@ -115,12 +140,12 @@ class AuthzClient:
     def revoke_entry(self, entry_id: str, reason: str = "") -> Entry:
         """Revoke at once; revoking again changes nothing."""
         request = authz_pb2.RevokeEntryRequest(id=entry_id, reason=reason)
-        return entry_from_message(self._call(self._admin.RevokeEntry, request))
+        return entry_from_message(self._call("RevokeEntry", request))
 
     def get_entry(self, entry_id: str) -> Entry:
         """One entry by id."""
         request = authz_pb2.GetEntryRequest(id=entry_id)
-        return entry_from_message(self._call(self._admin.GetEntry, request))
+        return entry_from_message(self._call("GetEntry", request))
 
     def list_entries(
         self, page_size: int = 0, page_token: str = "", *, include_revoked: bool = False
@@ -129,7 +154,7 @@ class AuthzClient:
         request = authz_pb2.ListEntriesRequest(
             page_size=page_size, page_token=page_token, include_revoked=include_revoked
         )
-        response = self._call(self._admin.ListEntries, request)
+        response = self._call("ListEntries", request)
         return [entry_from_message(e) for e in response.entries], response.next_page_token
 
     def iter_entries(self, *, include_revoked: bool = False) -> Iterator[Entry]:
@@ -144,8 +169,11 @@ class AuthzClient:
                 return
 
     def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
+        """Close the channels."""
+        for route in self._routes:
+            if len(self._routes) > 1:
+                route.channel.unsubscribe(route.note)
+            route.channel.close()
 
     def __enter__(self) -> AuthzClient:
         return self
@@ -160,15 +188,40 @@ class AuthzClient:
 
     def _call(
         self,
-        method: Callable[..., Response],
+        method: str,
         request: Any,
         metadata: tuple[tuple[str, str], ...] | None = None,
-    ) -> Response:
-        try:
-            return method(
-                request,
-                timeout=self.timeout,
-                metadata=self._metadata if metadata is None else metadata,
-            )
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
+    ) -> Any:
+        """Ask the targets in turn, within `timeout` in all (see `_failover.Attempts`)."""
+        metadata = self._metadata if metadata is None else metadata
+        repeatable = method in REPEATABLE
+        start = next(self._turns)
+        attempts = Attempts(ask_order([r.state for r in self._routes], start), self.timeout)
+        for index, share in attempts:
+            route = self._routes[index]
+            if not repeatable and len(self._routes) > 1 and not _ready(route, share):
+                attempts.not_ready()
+                continue
+            rpc = getattr(route.stubs[service_of(method)], method)
+            try:
+                return rpc(
+                    request, timeout=share if repeatable else attempts.left(), metadata=metadata
+                )
+            except grpc.RpcError as error:
+                failure = error_from_rpc(error)
+                if not repeatable or not attempts.fails_over(failure):
+                    raise failure from None
+        raise attempts.exhausted()
+
+
+def _ready(route: _Route, wait: float) -> bool:
+    """Whether the route's channel is connected and serving, waiting up to `wait` seconds."""
+    if route.state is grpc.ChannelConnectivity.READY:
+        return True
+    ready = grpc.channel_ready_future(route.channel)
+    try:
+        ready.result(timeout=wait)
+    except grpc.FutureTimeoutError:
+        ready.cancel()
+        return False
+    return True
