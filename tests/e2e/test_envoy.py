@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
@@ -24,7 +23,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from authz.v1 import authz_pb2 as pb
-from envoy_process import DEPLOY_CONFIG, EnvoyProcess, envoy_binary, render_config
+from envoy_process import DEPLOY_CONFIG, Backend, EnvoyProcess, envoy_binary, render_config
 from server_process import ADMIN_METADATA, ServerProcess
 
 ENVOY_SERVICE = "envoy.service.auth.v3.Authorization"
@@ -42,60 +41,6 @@ def eventually(condition: Callable[[], bool]) -> bool:
             return False
         threading.Event().wait(0.02)
     return True
-
-
-@dataclass(frozen=True)
-class Seen:
-    """One request as the upstream received it."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-
-
-class Backend:
-    """The protected upstream: answers 200 to everything and records what it saw."""
-
-    def __init__(self) -> None:
-        self.seen: list[Seen] = []
-        seen = self.seen
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                # Repeated headers are joined, so a header appended to rather than
-                # overwritten shows both values.
-                headers: dict[str, str] = {}
-                for name, value in self.headers.items():
-                    key = name.lower()
-                    headers[key] = f"{headers[key]}, {value}" if key in headers else value
-                seen.append(Seen(self.command, self.path, headers))
-                length = int(self.headers.get("content-length") or 0)
-                self.rfile.read(length)
-                body = b"upstream ok"
-                self.send_response(200)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            # http.server's names for the method handlers.
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _answer  # noqa: N815
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class names it)
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def last(self, path: str) -> Seen:
-        """The latest request for `path` that reached the upstream."""
-        return [s for s in self.seen if s.path == path][-1]
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @dataclass

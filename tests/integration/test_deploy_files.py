@@ -22,6 +22,8 @@ import yaml
 
 from authz.v1 import authz_pb2 as pb
 from authz.v1 import authz_pb2_grpc
+from authz_service.api.envoy import SERVICE_NAME as ENVOY_SERVICE
+from envoy_process import DEPLOY_CONFIG, HA_CONFIG, envoy_binary
 from server_process import METRICS, SERVING, START_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,6 +245,209 @@ def test_compose_puts_envoy_with_the_repositorys_config_in_front_of_a_sample_ups
     )
     assert validated is not None
     assert envoy["image"] == f"envoyproxy/envoy:v{validated.group(1)}"
+
+
+HA_PROFILE = "ha"
+REPLICA = re.compile(r"authz-\d+")
+DEFAULT_SERVICES = {"authz", "backend", "envoy"}
+
+
+def _profiled(compose: dict[str, Any], profile: str | None) -> dict[str, dict[str, Any]]:
+    """The services of `profile`, or with None those without a profile (what a plain
+    `docker compose up` starts)."""
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if (profile in service["profiles"] if "profiles" in service else profile is None)
+    }
+
+
+def _ha_config() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(HA_CONFIG.read_text())
+    return loaded
+
+
+def _ext_authz(config: dict[str, Any]) -> dict[str, Any]:
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    (ext_authz,) = [
+        f for f in manager["typed_config"]["http_filters"] if f["name"].endswith("ext_authz")
+    ]
+    found: dict[str, Any] = ext_authz["typed_config"]
+    return found
+
+
+def _cluster(config: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [c for c in config["static_resources"]["clusters"] if c["name"] == name]
+    cluster: dict[str, Any] = found
+    return cluster
+
+
+def _seconds(duration: str) -> float:
+    assert duration.endswith("s"), duration
+    return float(duration.removesuffix("s"))
+
+
+def test_docker_compose_up_without_a_profile_starts_what_it_always_did() -> None:
+    compose = _compose()
+    default = _profiled(compose, None)
+    assert set(default) == DEFAULT_SERVICES
+    for name, service in default.items():
+        # Nothing the plain `up` starts waits for, or reads a secret of, the ha profile.
+        assert set(service.get("depends_on", {})) <= DEFAULT_SERVICES, name
+        assert set(service.get("secrets", [])) <= {"bootstrap_token"}, name
+    # The single server keeps its SQLite database on its volume (the image's AUTHZ_DB).
+    assert "AUTHZ_DB" not in default["authz"]["environment"]
+    assert default["envoy"]["volumes"] == ["./deploy/envoy.yaml:/etc/envoy/envoy.yaml:ro"]
+
+
+def test_both_profiles_run_side_by_side_without_a_port_published_twice() -> None:
+    compose = _compose()
+    published = [
+        mapping.rsplit(":", 1)[0]
+        for service in compose["services"].values()
+        for mapping in service.get("ports", [])
+    ]
+    assert len(published) == len(set(published)), published
+    for service in _profiled(compose, HA_PROFILE).values():
+        assert all(m.startswith("127.0.0.1:") for m in service.get("ports", [])), service
+
+
+def test_the_ha_profile_runs_replicas_of_the_authz_image_on_one_postgresql() -> None:
+    compose = _compose()
+    ha = _profiled(compose, HA_PROFILE)
+    replicas = {name: service for name, service in ha.items() if REPLICA.fullmatch(name)}
+    assert set(ha) == {"postgres", "envoy-ha", *replicas}
+    assert len(replicas) >= 2
+    postgres, authz = ha["postgres"], compose["services"]["authz"]
+    # PostgreSQL 15 or newer, its data on a named volume, its password from a secret.
+    image, _, major = postgres["image"].partition(":")
+    assert image == "postgres"
+    assert int(major.split(".")[0]) >= 15
+    (volume,) = postgres["volumes"]
+    name, _, mount = volume.partition(":")
+    assert mount == "/var/lib/postgresql/data"
+    assert name in compose["volumes"]
+    pg_env = postgres["environment"]
+    assert "POSTGRES_PASSWORD" not in pg_env
+    assert pg_env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    user, database = pg_env["POSTGRES_USER"], pg_env["POSTGRES_DB"]
+    # Every replica is the one definition: the authz image and command, the database by a
+    # URL without a password, the same password file and server key, the same healthcheck.
+    for service in replicas.values():
+        assert service == next(iter(replicas.values()))
+        assert (service["build"], service["image"]) == (authz["build"], authz["image"])
+        assert service["command"] == authz["command"]
+        assert service["healthcheck"] == authz["healthcheck"]
+        assert service["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+        assert "ports" not in service  # envoy-ha is the way in
+        env = service["environment"]
+        assert env["AUTHZ_DB"] == f"postgresql://{user}@postgres:5432/{database}"
+        assert env["AUTHZ_DB_PASSWORD_FILE"] == pg_env["POSTGRES_PASSWORD_FILE"]
+        assert env["AUTHZ_SERVER_KEY_FILE"] == "/run/secrets/server_key"
+        assert (
+            env["AUTHZ_BOOTSTRAP_TOKEN_FILE"] == authz["environment"]["AUTHZ_BOOTSTRAP_TOKEN_FILE"]
+        )
+        assert env["AUTHZ_LISTEN"] == authz["environment"]["AUTHZ_LISTEN"]
+
+
+def test_every_secret_file_a_service_names_is_a_secret_it_mounts() -> None:
+    compose = _compose()
+    for name, service in compose["services"].items():
+        mounted = set(service.get("secrets", []))
+        assert mounted <= set(compose["secrets"]), name
+        for setting, value in service.get("environment", {}).items():
+            if str(value).startswith("/run/secrets/"):
+                assert value.removeprefix("/run/secrets/") in mounted, (name, setting)
+    for secret in ("bootstrap_token", "postgres_password", "server_key"):
+        assert compose["secrets"][secret] == {"file": f"./secrets/{secret}"}
+
+
+def test_the_compose_file_says_how_to_make_the_ha_secrets(runtime: Stage) -> None:
+    header = (ROOT / "docker-compose.yml").read_text().split("\nname:", 1)[0]
+    assert "docker compose --profile ha up" in header
+    assert "> secrets/postgres_password" in header
+    # 32 bytes, mode 0600, owned by the image's user: what the server accepts as its key.
+    assert "head -c 32 /dev/urandom > secrets/server_key" in header
+    assert "umask 077" in header
+    uid, _, gid = runtime.last("USER").partition(":")
+    assert f"chown {uid}:{gid} secrets/server_key" in header
+
+
+def test_envoy_ha_fronts_the_compose_replicas_with_deploy_envoy_ha_yaml() -> None:
+    compose = _compose()
+    envoy_ha, envoy = compose["services"]["envoy-ha"], compose["services"]["envoy"]
+    assert envoy_ha["image"] == envoy["image"]
+    (mount,) = envoy_ha["volumes"]
+    assert mount.startswith("./deploy/envoy-ha.yaml:")
+    assert envoy_ha["command"] == ["envoy", "-c", mount.split(":")[1]]
+    replicas = {name for name in compose["services"] if REPLICA.fullmatch(name)}
+    for replica in replicas:
+        assert envoy_ha["depends_on"][replica] == {"condition": "service_healthy"}
+    config = _ha_config()
+    (endpoints,) = _cluster(config, "authz")["load_assignment"]["endpoints"]
+    addresses = {
+        (
+            each["endpoint"]["address"]["socket_address"]["address"],
+            each["endpoint"]["address"]["socket_address"]["port_value"],
+        )
+        for each in endpoints["lb_endpoints"]
+    }
+    port = int(compose["services"]["authz"]["environment"]["AUTHZ_LISTEN"].rpartition(":")[2])
+    assert addresses == {(replica, port) for replica in replicas}
+    listener = config["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert f"127.0.0.1:8081:{listener['port_value']}" in envoy_ha["ports"]
+
+
+def test_envoy_ha_yaml_answers_as_envoy_yaml_does_and_fails_closed() -> None:
+    single, ha = yaml.safe_load(DEPLOY_CONFIG.read_text()), _ha_config()
+
+    def manager(config: dict[str, Any]) -> dict[str, Any]:
+        chain = config["static_resources"]["listeners"][0]["filter_chains"][0]
+        found: dict[str, Any] = chain["filters"][0]["typed_config"]
+        return found
+
+    # The same routes, and the same ext_authz filter but for the retries.
+    assert manager(ha)["route_config"] == manager(single)["route_config"]
+    ext_authz = _ext_authz(ha)
+    retry = ext_authz["grpc_service"].pop("retry_policy")
+    assert ext_authz == _ext_authz(single)
+    assert ext_authz["failure_mode_allow"] is False
+    assert {"connect-failure", "reset", "unavailable"} <= set(retry["retry_on"].split(","))
+    assert retry["num_retries"] >= 1
+    # Envoy makes the back-off's max_interval each try's timeout too: a try abandoned at that
+    # point must leave time for a retry within the check's own timeout.
+    per_try = _seconds(retry["retry_back_off"]["max_interval"])
+    assert 2 * per_try <= _seconds(ext_authz["grpc_service"]["timeout"])
+
+
+def test_envoy_ha_yaml_takes_a_replica_out_on_its_own_grpc_health_answer() -> None:
+    config = _ha_config()
+    cluster = _cluster(config, "authz")
+    (check,) = cluster["health_checks"]
+    # The name the server reports NOT_SERVING under when it can no longer vouch for answers.
+    assert check["grpc_health_check"] == {"service_name": ENVOY_SERVICE}
+    assert _seconds(check["interval"]) <= 1
+    assert _seconds(check["timeout"]) <= _seconds(_ext_authz(config)["grpc_service"]["timeout"])
+    assert 1 <= check["unhealthy_threshold"] <= 2
+    assert _seconds(check["no_traffic_interval"]) <= 1
+    assert cluster["outlier_detection"]["enforcing_consecutive_gateway_failure"] == 100
+    assert cluster["common_lb_config"]["healthy_panic_threshold"] == {"value": 0}
+    assert _seconds(cluster["connect_timeout"]) < 0.5
+
+
+def test_deploy_envoy_ha_yaml_passes_envoy_validate_without_deprecated_fields() -> None:
+    result = subprocess.run(
+        [str(envoy_binary()), "--mode", "validate", "-c", str(HA_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"configuration '{HA_CONFIG}' OK" in output
+    assert "deprecated" not in output.lower()
 
 
 class Container:
