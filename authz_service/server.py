@@ -23,14 +23,10 @@ from grpc_reflection.v1alpha import reflection
 
 from authz.v1 import authz_pb2, authz_pb2_grpc
 
-from .adapters import (
-    Argon2Hasher,
-    ServerKeyError,
-    StoreWatch,
-    load_or_create_key,
-)
+from .adapters import Argon2Hasher, ServerKeyError, StoreWatch
 from .adapters.metrics import metrics_registry, open_metrics
 from .adapters.metrics_listener import MetricsListener
+from .adapters.server_key import open_key
 from .adapters.stores import open_store
 from .adapters.threaded_store import ThreadedStore
 from .adapters.tls import ServerTls, TlsError, load_server_tls
@@ -45,6 +41,7 @@ from .registration import GenericOnly
 from .settings import Settings
 from .transport import raise_descriptor_limit, server_options
 from .usecases import Admin, Checker
+from .usecases.server_key import WrongServerKey, bind_server_key
 
 log = logging.getLogger("authz_service")
 
@@ -112,10 +109,11 @@ class Service:
         self.store.close()
 
 
-def _open_store(settings: Settings) -> tuple[bytes, ThreadedStore]:
-    """The server key and the store the settings name (created or migrated as needed)."""
+def _open_store(settings: Settings) -> tuple[bytes, bool, ThreadedStore]:
+    """The server key (and whether it was just created) and the store the settings name
+    (created or migrated as needed)."""
     try:
-        key = load_or_create_key(settings.key_path)
+        key, created = open_key(settings.key_path)
         store = open_store(
             settings.db,
             lease=settings.replica_lease,
@@ -125,7 +123,7 @@ def _open_store(settings: Settings) -> tuple[bytes, ThreadedStore]:
         raise StartupError(str(exc)) from None
     except (OSError, sqlite3.Error, AuthzError) as exc:
         raise StartupError(f"cannot use database {settings.db}: {exc}") from None
-    return key, store
+    return key, created, store
 
 
 async def prepare(
@@ -133,7 +131,14 @@ async def prepare(
 ) -> tuple[ThreadedStore, Checker, Admin, ThreadPoolExecutor]:
     """Open the store, make sure the bootstrap admin exists, and build the use cases over
     them; the caller owns the store and the argon2 pool."""
-    key, store = _open_store(settings)
+    key, created, store = _open_store(settings)
+    try:
+        await bind_server_key(store, key, created=created)
+    except (WrongServerKey, AuthzError) as exc:
+        store.close()
+        if created:  # so that the next start refuses too, instead of taking the wrong key
+            settings.key_path.unlink(missing_ok=True)
+        raise StartupError(str(exc)) from None
     hash_pool = ThreadPoolExecutor(settings.hash_workers, thread_name_prefix="argon2")
     hasher = Argon2Hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
     checker = Checker(

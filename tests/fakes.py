@@ -34,6 +34,7 @@ class InMemoryStore:
     store's reader and writer threads, and from tests."""
 
     def __init__(self) -> None:
+        self._fingerprint: str | None = None
         self._entries: dict[str, Entry] = {}
         self._retired: list[tuple[int, str]] = []  # (lookup tag, verifier)
         self._events: list[Event] = []
@@ -194,6 +195,18 @@ class InMemoryStore:
             for entry in self._entries.values():
                 counts[entry.state(now)] += 1
         return counts
+
+    def key_fingerprint(self) -> str | None:
+        return self._fingerprint
+
+    def keep_key_fingerprint(self, fingerprint: str) -> str:
+        with self._lock:
+            if self._fingerprint is None:
+                self._fingerprint = fingerprint
+            return self._fingerprint
+
+    def holds_entries(self) -> bool:
+        return bool(self._entries)
 
     def close(self) -> None:
         """Nothing to release; remembered so tests can see it was called."""

@@ -159,12 +159,20 @@ def _migrate_to_4(tx: psycopg.Connection[Any]) -> None:
     )
 
 
+def _migrate_to_5(tx: psycopg.Connection[Any]) -> None:
+    # The fingerprint of the server key the database belongs to (one row at most).
+    tx.execute(
+        "CREATE TABLE server_key (id INTEGER PRIMARY KEY CHECK (id = 1), fingerprint TEXT NOT NULL)"
+    )
+
+
 # MIGRATIONS[n] brings a database at schema version n to version n + 1 (as SQLite's do).
 MIGRATIONS: tuple[Callable[[psycopg.Connection[Any]], None], ...] = (
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3,
     _migrate_to_4,
+    _migrate_to_5,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -437,6 +445,24 @@ class PostgresFile:
 
     def count_by_state(self, now: datetime) -> dict[State, int]:
         return self._read(lambda tx: _count_by_state(tx, now))
+
+    def key_fingerprint(self) -> str | None:
+        row = self._read(lambda tx: tx.execute("SELECT fingerprint FROM server_key").fetchone())
+        return None if row is None else str(row[0])
+
+    def keep_key_fingerprint(self, fingerprint: str) -> str:
+        def keep(tx: _Transaction) -> str:
+            tx.execute(
+                "INSERT INTO server_key (id, fingerprint) VALUES (1, ?) ON CONFLICT DO NOTHING",
+                [fingerprint],
+            )
+            return str(tx.execute("SELECT fingerprint FROM server_key").fetchone()[0])
+
+        return self._write(keep, events=False)
+
+    def holds_entries(self) -> bool:
+        row = self._read(lambda tx: tx.execute("SELECT 1 FROM entries LIMIT 1").fetchone())
+        return row is not None
 
     def problem(self) -> str | None:
         """Why this replica must not serve now (its lease ran out), or None."""

@@ -21,11 +21,16 @@ class ServerKeyError(Exception):
 
 def load_or_create_key(path: Path) -> bytes:
     """The key in `path`, created (mode 0600) when the file does not exist yet."""
+    return open_key(path)[0]
+
+
+def open_key(path: Path) -> tuple[bytes, bool]:
+    """The key in `path`, and whether this call created the file (mode 0600)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return _read_key(path)
+        return _read_key(path), False
     except OSError as exc:
         raise ServerKeyError(f"cannot create server key file {path}: {exc.strerror}") from None
     key = secrets.token_bytes(KEY_BYTES)
@@ -40,7 +45,7 @@ def load_or_create_key(path: Path) -> bytes:
         os.fsync(directory)
     finally:
         os.close(directory)
-    return key
+    return key, True
 
 
 def _read_key(path: Path) -> bytes:

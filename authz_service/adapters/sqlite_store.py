@@ -116,12 +116,20 @@ def _migrate_to_4(db: sqlite_utils.Database) -> None:
         )
 
 
+def _migrate_to_5(db: sqlite_utils.Database) -> None:
+    # The fingerprint of the server key the database belongs to (one row at most).
+    db.execute(
+        "CREATE TABLE server_key (id INTEGER PRIMARY KEY CHECK (id = 1), fingerprint TEXT NOT NULL)"
+    )
+
+
 # MIGRATIONS[n] brings a database at schema version n to version n + 1.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3,
     _migrate_to_4,
+    _migrate_to_5,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -418,6 +426,26 @@ class SqliteFile:
         for state, count in rows:
             counts[State(state)] = count
         return counts
+
+    def key_fingerprint(self) -> str | None:
+        """The kept fingerprint of the server key, if any."""
+        with _storage_faults("database read"):
+            row = self._db().execute("SELECT fingerprint FROM server_key").fetchone()
+        return None if row is None else str(row[0])
+
+    def keep_key_fingerprint(self, fingerprint: str) -> str:
+        """Keep `fingerprint` unless one is kept; the one kept now."""
+        with self._transaction() as tx:
+            tx.execute(
+                "INSERT INTO server_key (id, fingerprint) VALUES (1, ?) ON CONFLICT DO NOTHING",
+                [fingerprint],
+            )
+            return str(tx.execute("SELECT fingerprint FROM server_key").fetchone()[0])
+
+    def holds_entries(self) -> bool:
+        """Whether any entry exists."""
+        with _storage_faults("database read"):
+            return self._db().execute("SELECT 1 FROM entries LIMIT 1").fetchone() is not None
 
     def close(self) -> None:
         """Close every thread's connection."""

@@ -43,6 +43,9 @@ class BlockingStore(Protocol):
     ) -> list[Entry]: ...
     def record_use(self, last_used: Mapping[str, datetime]) -> None: ...
     def count_by_state(self, now: datetime) -> dict[State, int]: ...
+    def key_fingerprint(self) -> str | None: ...
+    def keep_key_fingerprint(self, fingerprint: str) -> str: ...
+    def holds_entries(self) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -116,6 +119,15 @@ class ThreadedStore:
 
     async def count_by_state(self, now: datetime) -> dict[State, int]:
         return await self._read(self.blocking.count_by_state, now)
+
+    async def key_fingerprint(self) -> str | None:
+        return await self._read(self.blocking.key_fingerprint)
+
+    async def keep_key_fingerprint(self, fingerprint: str) -> str:
+        return await self._write(self.blocking.keep_key_fingerprint, fingerprint)
+
+    async def holds_entries(self) -> bool:
+        return await self._read(self.blocking.holds_entries)
 
     def close(self) -> None:
         """Let queued writes finish, then close the blocking store."""

@@ -97,6 +97,15 @@ class EntryStore(ChangeFeed, Protocol):
     async def count_by_state(self, now: datetime) -> dict[State, int]:
         """How many entries are ACTIVE, REVOKED and EXPIRED at `now` (every state present)."""
 
+    async def key_fingerprint(self) -> str | None:
+        """The fingerprint of the server key this database belongs to (None: none kept)."""
+
+    async def keep_key_fingerprint(self, fingerprint: str) -> str:
+        """Keep `fingerprint` unless one is kept already; the one kept now."""
+
+    async def holds_entries(self) -> bool:
+        """Whether any entry exists, revoked ones included."""
+
     def close(self) -> None:
         """Finish queued work and release the store's connections and threads."""
 

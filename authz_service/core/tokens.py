@@ -51,6 +51,15 @@ def _builtin_sha256() -> Callable[[bytes], _Sha256]:
 _sha256 = _builtin_sha256()
 
 
+# What the database keeps of the server key (DESIGN section 9): an HMAC of this label.
+_FINGERPRINT_LABEL = b"authz-service server key fingerprint"
+
+
+def key_fingerprint(key: bytes) -> str:
+    """Names the key without revealing it: HMAC-SHA256 of a fixed label, hex."""
+    return hmac.digest(key, _FINGERPRINT_LABEL, "sha256").hex()
+
+
 def lookup_tag(key: bytes, token: str) -> int:
     """The stored lookup tag: HMAC-SHA256(key, token) cut to 4 bytes, as an integer."""
     digest = hmac.digest(key, token.encode("utf-8", "surrogatepass"), "sha256")

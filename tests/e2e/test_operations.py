@@ -340,3 +340,37 @@ def test_the_healthcheck_of_an_unknown_service_says_what_not_found_means(
     assert probe.stderr == (
         f"{server.target}: NOT_FOUND: the server serves no service of that name (--service)\n"
     )
+
+
+def test_a_database_restored_without_its_key_refuses_to_start_until_the_key_is_back(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "data" / "authz.db"
+    key = db.parent / "server.key"
+    first = ServerProcess(db)  # makes the key and the bootstrap admin
+    assert first.stop() == 0
+    original = key.read_bytes()
+    key.unlink()  # a restore that brought the database back but not its key
+    line = _refusal(_serve("--listen", "127.0.0.1:0", "--db", str(db)))
+    assert "restore the server key file that belongs to this database" in line
+    assert not key.exists()  # the key it made is gone again: the next start refuses too
+    assert "restore the server key file" in _refusal(
+        _serve("--listen", "127.0.0.1:0", "--db", str(db))
+    )
+    key.write_bytes(original)
+    key.chmod(0o600)
+    again = ServerProcess(db)
+    assert again.stop() == 0
+
+
+def test_a_database_started_with_another_key_refuses_to_start(tmp_path: Path) -> None:
+    db = tmp_path / "data" / "authz.db"
+    ServerProcess(db).stop()
+    other = tmp_path / "other.key"
+    other.write_bytes(os.urandom(32))
+    other.chmod(0o600)
+    line = _refusal(
+        _serve("--listen", "127.0.0.1:0", "--db", str(db), "--server-key-file", str(other))
+    )
+    assert "this database belongs to another server key" in line
+    assert other.exists()  # an operator's file is never removed

@@ -95,9 +95,10 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_entries(tmp_path: 
     store = SqliteFile(path)
     store.add(_entry(1))
     store.close()
-    # Version 1 is today's schema without the retired-token table, the etag column and the
-    # event log.
+    # Version 1 is today's schema without the retired-token table, the etag column, the
+    # event log and the key's fingerprint.
     with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE server_key")
         conn.execute("DROP TABLE events")
         conn.execute("DROP TABLE retired_tokens")
         conn.execute("ALTER TABLE entries DROP COLUMN etag")
@@ -116,7 +117,8 @@ def test_migrating_to_version_3_gives_every_entry_its_own_random_etag(tmp_path: 
     store = SqliteFile(path)
     store.add_many([_entry(n) for n in range(3)])
     store.close()
-    with sqlite3.connect(path) as conn:  # version 2: no etag column, no event log
+    with sqlite3.connect(path) as conn:  # version 2: no etag column, no event log, no key
+        conn.execute("DROP TABLE server_key")
         conn.execute("DROP TABLE events")
         conn.execute("ALTER TABLE entries DROP COLUMN etag")
         conn.execute("PRAGMA user_version = 2")
@@ -280,8 +282,10 @@ def test_a_version_3_database_is_migrated_to_an_empty_event_log(tmp_path: Path) 
     store = SqliteFile(path)
     store.add_many([_entry(n) for n in range(3)])
     store.close()
-    # Version 3 is today's schema without the event log (its triggers go with the table).
+    # Version 3 is today's schema without the event log (its triggers go with the table) and
+    # the key's fingerprint.
     with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE server_key")
         conn.execute("DROP TABLE events")
         conn.execute("PRAGMA user_version = 3")
 
@@ -299,7 +303,7 @@ def test_a_version_3_database_is_migrated_to_an_empty_event_log(tmp_path: Path) 
     finally:
         migrated.close()
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             conn.execute("DELETE FROM events")
 
@@ -383,3 +387,20 @@ def test_the_store_keeps_sqlites_shared_lock_on_the_wal_index(tmp_path: Path) ->
         assert store.version() != before
     finally:
         store.close()
+
+
+def test_a_version_4_database_is_migrated_to_keep_no_key_fingerprint_yet(tmp_path: Path) -> None:
+    path = tmp_path / "authz.db"
+    store = SqliteFile(path)
+    store.add(_entry(1))
+    store.close()
+    with sqlite3.connect(path) as conn:  # version 4: no server_key table
+        conn.execute("DROP TABLE server_key")
+        conn.execute("PRAGMA user_version = 4")
+    migrated = SqliteFile(path)
+    try:
+        assert migrated.key_fingerprint() is None  # the next start keeps its key's
+        assert migrated.holds_entries()
+        assert migrated.keep_key_fingerprint("f1") == "f1"
+    finally:
+        migrated.close()

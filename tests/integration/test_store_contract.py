@@ -80,6 +80,15 @@ class SyncStore:
     def count_by_state(self, now: datetime) -> dict[State, int]:
         return asyncio.run(self.port.count_by_state(now))
 
+    def key_fingerprint(self) -> str | None:
+        return asyncio.run(self.port.key_fingerprint())
+
+    def keep_key_fingerprint(self, fingerprint: str) -> str:
+        return asyncio.run(self.port.keep_key_fingerprint(fingerprint))
+
+    def holds_entries(self) -> bool:
+        return asyncio.run(self.port.holds_entries())
+
     def close(self) -> None:
         self.port.close()
 
@@ -657,7 +666,9 @@ def test_version_moves_after_every_write_that_appends_an_event(store: SyncStore)
 
 
 def test_version_stays_put_while_nothing_is_written(store: SyncStore) -> None:
+    written = store.version()
     store.add(entry(1))
+    assert _moves_from(store, written)  # and on PostgreSQL, the notice has arrived
     before = store.version()
     store.get("id-001")
     store.changes(0)
@@ -789,3 +800,19 @@ def test_events_survive_reopening_and_revisions_continue_after_them(
     after = reopened.add(entry(2))
     assert after.revision > written[-1].revision
     assert reopened.changes(written[-1].revision).events == (after,)
+
+
+def test_a_key_fingerprint_is_kept_once_and_survives_reopening(
+    subject_store: StoreUnderTest,
+) -> None:
+    store = subject_store.store
+    assert store.key_fingerprint() is None
+    assert store.keep_key_fingerprint("first") == "first"
+    assert store.keep_key_fingerprint("second") == "first"
+    assert subject_store.reopen().key_fingerprint() == "first"
+
+
+def test_holds_entries_counts_revoked_ones_too(store: SyncStore) -> None:
+    assert not store.holds_entries()
+    store.add(entry(1, revoked=True))
+    assert store.holds_entries()
