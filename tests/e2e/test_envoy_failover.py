@@ -1,10 +1,11 @@
 """Envoy on deploy/envoy-ha.yaml in front of two authz-service replicas, under a steady load.
 
-The replicas are two real servers sharing one SQLite file: to a client they are replicas as
-PostgreSQL ones are (an admin write on one is in force on the other's next Check). Envoy, the
-upstream and the load are real too: threads sending HTTP requests through Envoy over keep-alive
-connections, each answer checked against the one its token must get. One replica then dies
-(SIGKILL), stops (SIGTERM), hangs (SIGSTOP) or reports NOT_SERVING, and no request may fail.
+The replicas are two real servers sharing one SQLite file (to a client they are replicas as
+PostgreSQL ones are: an admin write on one is in force on the other's next Check), or two on a
+real PostgreSQL. Envoy, the upstream and the load are real too: threads sending HTTP requests
+through Envoy over keep-alive connections, each answer checked against the one its token must
+get. One replica then dies (SIGKILL), stops (SIGTERM), hangs (SIGSTOP), reports NOT_SERVING, or
+(on PostgreSQL) loses its database, and no request may fail.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import logging
+import os
 import signal
 import threading
 import time
@@ -25,7 +27,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from authz.v1 import authz_pb2 as pb
 from authz_service.api.envoy import SERVICE_NAME as ENVOY_SERVICE
 from envoy_process import Backend, EnvoyProcess, render_ha_config
+from postgres_server import PostgresServer
 from server_process import ADMIN_METADATA, ServerProcess
+from tcp_proxy import TcpProxy
 
 CHEAP_ARGON2 = {"AUTHZ_ARGON2_TIME_COST": "1", "AUTHZ_ARGON2_MEMORY_KIB": "8"}
 CATALOG = "/api/catalog/entities/component:default/web"
@@ -144,28 +148,15 @@ class Replicas:
             server.stop()
 
 
-@pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[Replicas]:
-    """Replicas whose second one opens the shared database through a directory of its own
-    (a symbolic link to the first one's), so its path can be taken away from it alone."""
-    database = tmp_path / "data" / "authz.db"
-    view = tmp_path / "second-replica"
-    servers = [ServerProcess(database, CHEAP_ARGON2)]
-    backend = None
+def _running(servers: list[ServerProcess], tmp_path: Path, view: Path) -> Replicas:
+    """Envoy and the upstream in front of `servers`, and the load's two entries made."""
+    backend = Backend()
     try:
-        view.symlink_to(database.parent, target_is_directory=True)
-        servers.append(ServerProcess(view / database.name, CHEAP_ARGON2))
-        backend = Backend()
         config = render_ha_config([server.target for server in servers], backend.address)
         envoy = EnvoyProcess(config, tmp_path / "envoy")
     except BaseException:
-        if backend is not None:
-            backend.stop()
-        for server in servers:
-            server.stop(signal.SIGKILL)
+        backend.stop()
         raise
-    running = Replicas(servers, backend, envoy, view)
-    first = servers[0]
     for subject, token, plugin in (
         ("reader", READER, "catalog"),
         ("outsider", OUTSIDER, "scaffolder"),
@@ -174,7 +165,52 @@ def replicas(tmp_path: Path) -> Iterator[Replicas]:
         request = pb.CreateEntryRequest(
             subject=subject, token=token, access_restrictions=[restriction]
         )
-        first.admin.CreateEntry(request, metadata=ADMIN_METADATA)
+        servers[0].admin.CreateEntry(request, metadata=ADMIN_METADATA)
+    return Replicas(servers, backend, envoy, view)
+
+
+@pytest.fixture
+def postgres_replicas(
+    postgres: PostgresServer, tmp_path: Path
+) -> Iterator[tuple[Replicas, TcpProxy]]:
+    """Two replicas on a real PostgreSQL, the second one reaching it through a proxy that
+    can cut it off; a lease of 1 s."""
+    key = tmp_path / "server.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    url = postgres.create_database(f"envoy_{time.monotonic_ns()}")
+    proxy = TcpProxy(("127.0.0.1", postgres.port))
+    env = {**CHEAP_ARGON2, "AUTHZ_SERVER_KEY_FILE": str(key), "AUTHZ_REPLICA_LEASE": "1"}
+    servers = [ServerProcess(url, env)]
+    try:
+        servers.append(ServerProcess(url.replace(f":{postgres.port}/", f":{proxy.port}/"), env))
+        running = _running(servers, tmp_path, tmp_path)
+    except BaseException:
+        for server in servers:
+            server.stop(signal.SIGKILL)
+        proxy.close()
+        raise
+    yield running, proxy
+    proxy.heal()
+    running.stop()
+    proxy.close()
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[Replicas]:
+    """Replicas whose second one opens the shared database through a directory of its own
+    (a symbolic link to the first one's), so its path can be taken away from it alone."""
+    database = tmp_path / "data" / "authz.db"
+    view = tmp_path / "second-replica"
+    servers = [ServerProcess(database, CHEAP_ARGON2)]
+    try:
+        view.symlink_to(database.parent, target_is_directory=True)
+        servers.append(ServerProcess(view / database.name, CHEAP_ARGON2))
+        running = _running(servers, tmp_path, view)
+    except BaseException:
+        for server in servers:
+            server.stop(signal.SIGKILL)
+        raise
     yield running
     running.stop()
 
@@ -305,3 +341,37 @@ def test_with_every_replica_gone_envoy_answers_503_at_once_and_forwards_nothing(
     assert counter("cluster.authz.upstream_rq_total") == sent
     assert counter(NONE_HEALTHY) == refused + 3
     assert len(replicas.backend.seen) == reached
+
+
+def test_a_postgresql_replica_killed_under_load_costs_no_request(
+    postgres_replicas: tuple[Replicas, TcpProxy],
+) -> None:
+    replicas, _ = postgres_replicas
+    load = _lose_one(replicas, signal.SIGKILL)
+    assert load.failures() == []
+    assert replicas.get(READER) == 200
+    assert replicas.get(OUTSIDER) == 403
+
+
+def test_a_postgresql_replica_cut_off_from_its_database_under_load_costs_no_request(
+    postgres_replicas: tuple[Replicas, TcpProxy],
+) -> None:
+    replicas, proxy = postgres_replicas
+    survivor, cut_off = replicas.servers
+    load = _start_load(replicas)
+    try:
+        proxy.partition()
+        # Its lease (1 s) runs out: it answers UNAVAILABLE, reports NOT_SERVING, and Envoy
+        # asks the other replica meanwhile and then takes it out of rotation.
+        left = eventually(lambda: bool(replicas.out_of_rotation(cut_off)), 1 + OUT_OF_ROTATION)
+        assert left, replicas.envoy.hosts("authz")
+        now = len(load.outcomes)
+        assert eventually(lambda: len(load.outcomes) >= now + AFTERWARDS)
+        proxy.heal()
+        back = eventually(lambda: not replicas.out_of_rotation(cut_off))
+        assert back, replicas.envoy.hosts("authz")
+    finally:
+        load.stop()
+    log.info("cut off: %d requests, %d failed", len(load.outcomes), len(load.failures()))
+    assert load.failures() == []
+    assert not replicas.out_of_rotation(survivor)
