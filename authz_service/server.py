@@ -46,6 +46,11 @@ from .usecases.server_key import WrongServerKey, bind_server_key
 log = logging.getLogger("authz_service")
 
 USAGE_FLUSH_SECONDS = 5.0
+# A replica on PostgreSQL has others to take its calls: at SIGTERM it reports NOT_SERVING this
+# long (two of Envoy's health-check intervals in deploy/envoy-ha.yaml; the client library
+# watches health and moves at once) before it refuses new calls, so that no caller is sent to
+# a replica that is going away.
+DRAIN_DELAY = 1.0
 SERVICE_NAMES = (
     authz_pb2.DESCRIPTOR.services_by_name["AuthzService"].full_name,
     authz_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
@@ -89,6 +94,8 @@ class Service:
     # Reports NOT_SERVING while the store says it must not serve (see `_watch_database`).
     watch: StoreWatch | None = None
     metrics: MetricsListener | None = None  # with AUTHZ_METRICS_LISTEN
+    # Seconds between reporting NOT_SERVING and refusing calls at stop (see DRAIN_DELAY).
+    drain_delay: float = 0.0
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls, let in-flight ones finish (up to `grace` s), then close the store."""
@@ -97,6 +104,8 @@ class Service:
         await self.health.enter_graceful_shutdown()
         if self.admin_health is not None:
             await self.admin_health.enter_graceful_shutdown()
+        if self.drain_delay:
+            await asyncio.sleep(self.drain_delay)
         if self.admin_server is not None:
             await asyncio.gather(self.server.stop(grace), self.admin_server.stop(grace))
         else:
@@ -230,6 +239,7 @@ async def start(settings: Settings, *, shared_port: bool = False) -> Service:
         admin_health,
         watch,
         metrics,
+        DRAIN_DELAY if settings.postgresql else 0.0,
     )
 
 

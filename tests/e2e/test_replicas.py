@@ -10,6 +10,7 @@ on another replica meanwhile returns within that lease. Each recovers by itself.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz.v1 import authz_pb2 as pb
+from authz_client import AuthzClient, AuthzClientError
 from authz_service.adapters.postgres_store import LISTEN_APPLICATION
 from postgres_server import PostgresServer
 from server_process import ADMIN_METADATA, ServerProcess
@@ -215,3 +217,37 @@ def test_replicas_that_lose_the_database_fail_closed_and_recover_by_themselves(
         for each in servers:
             each.stop()
         postgres.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["terminated", "killed"])
+def test_the_client_library_given_both_replicas_loses_no_check_when_one_goes(
+    pair: Pair, sig: signal.Signals
+) -> None:
+    token = "client-token-0123456789abcdef"
+    _create(pair.a, "client", token)
+    failures: list[str] = []
+    answered = [0]
+    stop = threading.Event()
+
+    def checks() -> None:
+        with AuthzClient([pair.a.target, pair.b.target], timeout=5) as client:
+            while not stop.is_set():
+                try:
+                    if not client.check(token, "catalog", "catalog.entity.read", "read").allowed:
+                        failures.append("DENY")
+                except AuthzClientError as error:
+                    failures.append(repr(error))
+                answered[0] += 1
+
+    threads = [threading.Thread(target=checks, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    _wait_for("checks under way", lambda: answered[0] > 200, 30)
+    pair.b.process.send_signal(sig)
+    pair.b.process.wait(30)
+    going_on = answered[0]
+    _wait_for("checks after it went", lambda: answered[0] > going_on + 400, 30)
+    stop.set()
+    for thread in threads:
+        thread.join(15)
+    assert failures == []
