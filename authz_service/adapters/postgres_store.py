@@ -757,8 +757,9 @@ class Replica:
     def _renew(self, conn: psycopg.Connection[Any]) -> None:
         sent = time.monotonic()
         behind = self._behind_since
-        if behind is not None and sent - behind > self.lease / 2:
-            # Told of events it has not applied for half a lease: let the lease run out.
+        if behind is not None and sent - behind > self.lease:
+            # Told of events it has not applied for a whole lease (a busy process catches up
+            # well within it): this process no longer follows, so let the lease run out.
             return
         conn.execute(
             "INSERT INTO replicas (id, lease_until, applied)"
@@ -812,9 +813,9 @@ class PostgresStore(ThreadedStore):
         """Return once every other live replica applied `revision`, or its lease ran out.
 
         A replica renews its lease only while it keeps up (see `Replica`), so this waits at
-        most about one and a half leases; past two, the store is broken: Unavailable."""
+        most about two leases; past that, the store is broken: Unavailable."""
         acks = self._acks
-        deadline = time.monotonic() + 2 * self.replica.lease + _POOL_WAIT
+        deadline = time.monotonic() + 3 * self.replica.lease + _POOL_WAIT
         while True:
             if acks is not None:
                 acks.clear()  # before asking: an acknowledgement after the answer wakes us

@@ -47,7 +47,7 @@ def _entry(n: int) -> Entry:
 
 def _sql(url: str, query: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
     with psycopg.connect(url, autocommit=True) as conn:
-        cursor = conn.execute(query, params)  # type: ignore[call-overload]  # the tests' own SQL
+        cursor = conn.execute(query, params)
         return cursor.fetchall() if cursor.description else []
 
 
@@ -165,7 +165,7 @@ def test_a_write_waits_for_a_replica_that_does_not_acknowledge_until_its_lease_e
             silent.close()
 
     waited, then = asyncio.run(run())
-    assert 0.3 < waited < 1.5 * LEASE + 0.5
+    assert 0.3 < waited < 2 * LEASE + 0.5
     assert then < 0.25
 
 
