@@ -163,7 +163,13 @@ async def prepare(
         await checker.start()
         if settings.bootstrap_token:
             bootstrap = await admin.ensure_bootstrap_admin(settings.bootstrap_token)
-            log.info("bootstrap-admin is ready (entry %s)", bootstrap.id)
+            (log.warning if bootstrap.warning else log.info)("%s", bootstrap.said)
+        elif not await store.holds_entries():
+            log.warning(
+                "no entry exists and no bootstrap token was given, so nobody can administer"
+                " this server: start it once with AUTHZ_BOOTSTRAP_TOKEN (or"
+                " --bootstrap-token-file) to create bootstrap-admin"
+            )
     except AuthzError as exc:
         hash_pool.shutdown()
         store.close()

@@ -112,6 +112,15 @@ class EntryChange:
     unreadable: Sequence[FieldViolation] = ()
 
 
+@dataclass(frozen=True)
+class Bootstrap:
+    """What the bootstrap token did at start: the line to log, and the entry if there is one."""
+
+    entry: Entry | None
+    said: str
+    warning: bool = False
+
+
 class Admin:
     """The admin use cases, over a store, a hasher and the Check cache they keep fresh."""
 
@@ -351,73 +360,79 @@ class Admin:
         next_token = self._pages.issue((last.create_time, last.id)) if more and last else ""
         return [self._with_usage(e) for e in page], next_token
 
-    async def ensure_bootstrap_admin(self, token: str) -> Entry:
-        """Make sure `bootstrap-admin` exists, is active and holds full `authz` rights for token."""
+    async def ensure_bootstrap_admin(self, token: str) -> Bootstrap:
+        """Create `bootstrap-admin` for `token` when no unrevoked entry has that subject.
+
+        An existing one is left exactly as it is (never widened, narrowed, extended or
+        rotated from here), and a token that is another entry's, was revoked or was rotated
+        away is ignored: a retired token never comes back. The outcome says which, in the one
+        line the server logs; only a malformed token refuses (INVALID_ARGUMENT).
+        """
         problem = token_problem(token)
         if problem is not None:
             raise invalid("bootstrap token", problem)
         try:
             return await self._ensure_bootstrap_admin(token)
-        except (AlreadyExists, Aborted):
-            # Another process started with the same token at the same moment and wrote first:
-            # what it wrote is read afresh, and is then (almost always) already right.
+        except AlreadyExists:
+            # Another process made it at the same moment: this one finds it now.
             return await self._ensure_bootstrap_admin(token)
 
-    async def _ensure_bootstrap_admin(self, token: str) -> Entry:
+    async def _ensure_bootstrap_admin(self, token: str) -> Bootstrap:
         now = self._clock()
         current = await self._store.find_subject(BOOTSTRAP_SUBJECT)
         holder = await self._claims.holder(token, "")
-        if holder is not None and (current is None or holder.id != current.id):
-            raise AlreadyExists("bootstrap token: another entry already holds this token")
-        if holder is None and await self._claims.retired(token, ""):
-            raise AlreadyExists("bootstrap token: this token was rotated away; choose a new one")
-        rights = tuple(
-            r for r in (current.restrictions if current else ()) if r.plugin != ADMIN_PLUGIN
-        )
-        rights = (*rights, FULL_ADMIN_RESTRICTION)
-        if current is None:
-
-            async def add(verifier: str, claim: Claim) -> Entry:
-                entry = Entry(
-                    id=str(uuid.uuid4()),
-                    subject=BOOTSTRAP_SUBJECT,
-                    description="created from the bootstrap token",
-                    restrictions=rights,
-                    unrestricted=False,
-                    verifier=verifier,
-                    lookup_tag=claim.tag,
-                    create_time=now,
-                    update_time=now,
+        if current is not None:
+            if holder is not None and holder.id == current.id:
+                return Bootstrap(
+                    current,
+                    f"bootstrap-admin (entry {current.id}) holds the bootstrap token;"
+                    " left as it is",
                 )
-                written = Change(
-                    fields=("subject", "description", "access_restrictions"), claim=claim
-                )
-                await self._commit(partial(self._store.add, entry, written))
-                return entry
+            return Bootstrap(
+                current,
+                f"bootstrap token ignored: bootstrap-admin (entry {current.id}) exists with"
+                " another token, and is never changed from here; remove the bootstrap token"
+                " from the settings",
+                warning=True,
+            )
+        if holder is not None:
+            held = "a revoked entry" if holder.revoke_time is not None else "another entry"
+            return Bootstrap(
+                None,
+                f"bootstrap token ignored: it is the token of {held} ({holder.id}), and a"
+                " token never serves two entries; remove it from the settings",
+                warning=True,
+            )
+        if await self._claims.retired(token, ""):
+            return Bootstrap(
+                None,
+                "bootstrap token ignored: it was rotated away, and a retired token never comes"
+                " back; remove it from the settings",
+                warning=True,
+            )
 
-            return await self._claims.take(token, "bootstrap token", "", add)
-        updated = replace(
-            current,
-            restrictions=rights,
-            expire_time=None,
-            update_time=now,
-            revision=current.revision + 1,
-            etag=new_etag(),
+        async def add(verifier: str, claim: Claim) -> Entry:
+            entry = Entry(
+                id=str(uuid.uuid4()),
+                subject=BOOTSTRAP_SUBJECT,
+                description="created from the bootstrap token",
+                restrictions=(FULL_ADMIN_RESTRICTION,),
+                unrestricted=False,
+                verifier=verifier,
+                lookup_tag=claim.tag,
+                create_time=now,
+                update_time=now,
+            )
+            written = Change(fields=("subject", "description", "access_restrictions"), claim=claim)
+            await self._commit(partial(self._store.add, entry, written))
+            return entry
+
+        created = await self._claims.take(token, "bootstrap token", "", add)
+        return Bootstrap(
+            created,
+            f"bootstrap-admin created (entry {created.id}) for the bootstrap token; remove the"
+            " token from the settings once its admins exist",
         )
-        fields = ("access_restrictions", "expire_time")
-        if holder is None:
-
-            async def rotate(verifier: str, claim: Claim) -> Entry:
-                rotated = replace(updated, verifier=verifier, lookup_tag=claim.tag)
-                written = Change(fields=(*fields, "token"), claim=claim)
-                await self._commit(partial(self._store.rotate, rotated, written))
-                return rotated
-
-            return await self._claims.take(token, "bootstrap token", "", rotate)
-        if updated.restrictions == current.restrictions and current.expire_time is None:
-            return current
-        await self._commit(partial(self._store.replace, updated, Change(fields=fields)))
-        return updated
 
     async def _get(self, entry_id: str) -> Entry:
         try:

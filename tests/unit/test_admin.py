@@ -46,7 +46,7 @@ from authz_service.core.model import (
 from authz_service.core.rules import RestrictionInput
 from authz_service.core.tokens import lookup_tag
 from authz_service.usecases import Admin, Checker, EntryChange, NewEntry
-from authz_service.usecases.admin import PAGE_BYTES, listed_size
+from authz_service.usecases.admin import PAGE_BYTES, Bootstrap, listed_size
 from authz_service.usecases.claims import MAX_CLAIMS_WAITING
 from fakes import FakeHasher, InMemoryStore, memory_port
 
@@ -1461,8 +1461,8 @@ def test_a_page_token_is_accepted_again_and_resumes_at_the_same_place(world: Wor
 def test_ensure_bootstrap_admin_creates_a_full_admin_for_the_token(world: World) -> None:
     bootstrap_token = "bootstrap-token-0004"
 
-    async def scenario() -> Entry:
-        entry = await world.admin.ensure_bootstrap_admin(bootstrap_token)
+    async def scenario() -> Bootstrap:
+        made = await world.admin.ensure_bootstrap_admin(bootstrap_token)
         as_bootstrap = f"Bearer {bootstrap_token}"
         created = await world.admin.create(
             as_bootstrap, NewEntry("made-by-bootstrap", TOKEN, restrictions=[ANY_CATALOG])
@@ -1472,20 +1472,25 @@ def test_ensure_bootstrap_admin_creates_a_full_admin_for_the_token(world: World)
         )
         await world.admin.get(as_bootstrap, created.id)
         await world.admin.revoke(as_bootstrap, created.id, "")
-        return entry
+        return made
 
-    entry = run(scenario())
+    made = run(scenario())
+    entry = made.entry
+    assert entry is not None
+    assert not made.warning
+    assert made.said.startswith(f"bootstrap-admin created (entry {entry.id})")
     assert entry.subject == BOOTSTRAP_SUBJECT
     assert entry.restrictions == (FULL_ADMIN_RESTRICTION,)
     assert not entry.unrestricted
     assert world.store.find_subject(BOOTSTRAP_SUBJECT) == entry
     assert bootstrap_token not in entry.verifier
+    assert bootstrap_token not in made.said
 
 
 def test_ensure_bootstrap_admin_with_the_same_token_again_changes_nothing(world: World) -> None:
     bootstrap_token = "bootstrap-token-0004"
 
-    async def scenario() -> tuple[Entry, Entry]:
+    async def scenario() -> tuple[Bootstrap, Bootstrap]:
         first = await world.admin.ensure_bootstrap_admin(bootstrap_token)
         before = world.store.snapshot()
         again = await world.admin.ensure_bootstrap_admin(bootstrap_token)
@@ -1493,41 +1498,44 @@ def test_ensure_bootstrap_admin_with_the_same_token_again_changes_nothing(world:
         return first, again
 
     first, again = run(scenario())
-    assert again == first
+    assert again.entry == first.entry
+    assert not again.warning
+    assert "holds the bootstrap token; left as it is" in again.said
 
 
-def test_ensure_bootstrap_admin_with_a_new_token_re_keys_the_entry(world: World) -> None:
+def test_ensure_bootstrap_admin_with_a_new_token_ignores_it_and_keeps_the_old_one(
+    world: World,
+) -> None:
     old_token, new_token = "bootstrap-token-0004", "bootstrap-token-0005"
 
-    async def scenario() -> tuple[Entry, Entry]:
-        first = await world.admin.ensure_bootstrap_admin(old_token)
-        await world.admin.list(f"Bearer {old_token}", 10, "", False)  # warm in the cache
-        rekeyed = await world.admin.ensure_bootstrap_admin(new_token)
-        await refused(world, admin_call(world, "list", f"Bearer {old_token}"), Unauthenticated)
-        listed, _ = await world.admin.list(f"Bearer {new_token}", 10, "", False)
-        assert rekeyed.id in {e.id for e in listed}
-        return first, rekeyed
+    async def scenario() -> Bootstrap:
+        await world.admin.ensure_bootstrap_admin(old_token)
+        before = world.store.snapshot()
+        ignored = await world.admin.ensure_bootstrap_admin(new_token)
+        assert world.store.snapshot() == before
+        await world.admin.list(f"Bearer {old_token}", 10, "", False)
+        await refused(world, admin_call(world, "list", f"Bearer {new_token}"), Unauthenticated)
+        return ignored
 
-    first, rekeyed = run(scenario())
-    assert rekeyed.id == first.id
-    assert rekeyed.revision == first.revision + 1
-    assert world.hasher.verify(rekeyed.verifier, new_token)
-    assert not world.hasher.verify(rekeyed.verifier, old_token)
-    assert (
-        len([e for e in world.store.snapshot()[0].values() if e.subject == BOOTSTRAP_SUBJECT]) == 1
-    )
+    ignored = run(scenario())
+    assert ignored.warning
+    assert "exists with another token, and is never changed from here" in ignored.said
+    assert_names_no_secret(ignored.said, old_token, new_token)
 
 
-def test_ensure_bootstrap_admin_restores_full_rights_and_clears_expiry(world: World) -> None:
+def test_ensure_bootstrap_admin_never_widens_or_extends_a_narrowed_bootstrap_admin(
+    world: World,
+) -> None:
     bootstrap_token = "bootstrap-token-0004"
 
-    async def scenario() -> tuple[Entry, Entry]:
+    async def scenario() -> tuple[Entry, Bootstrap]:
         first = await world.admin.ensure_bootstrap_admin(bootstrap_token)
+        assert first.entry is not None
         narrowed = await world.admin.update(
             ROOT,
             EntryChange(
-                first.id,
-                first.etag,
+                first.entry.id,
+                first.entry.etag,
                 ["access_restrictions", "expire_time"],
                 restrictions=[
                     RestrictionInput("authz", ["authz.entry.read"]),
@@ -1536,37 +1544,63 @@ def test_ensure_bootstrap_admin_restores_full_rights_and_clears_expiry(world: Wo
                 expire_time=T0 + timedelta(hours=1),
             ),
         )
-        restored = await world.admin.ensure_bootstrap_admin(bootstrap_token)
-        await world.admin.create(
-            f"Bearer {bootstrap_token}", NewEntry("proof", TOKEN, restrictions=[ANY_CATALOG])
+        again = await world.admin.ensure_bootstrap_admin(bootstrap_token)
+        await refused(
+            world,
+            world.admin.create(
+                f"Bearer {bootstrap_token}", NewEntry("proof", TOKEN, restrictions=[ANY_CATALOG])
+            ),
+            PermissionDenied,
         )
-        return narrowed, restored
+        return narrowed, again
 
-    narrowed, restored = run(scenario())
-    assert restored.restrictions == (Restriction("catalog"), FULL_ADMIN_RESTRICTION)
-    assert restored.expire_time is None
-    assert restored.revision == narrowed.revision + 1
-    assert restored.verifier == narrowed.verifier
+    narrowed, again = run(scenario())
+    assert again.entry is not None
+    assert world.store.get(again.entry.id) == narrowed
+    assert narrowed.expire_time == T0 + timedelta(hours=1)
 
 
-def test_ensure_bootstrap_admin_refuses_a_token_another_entry_holds(world: World) -> None:
-    error = run(refused(world, world.admin.ensure_bootstrap_admin(ROOT_TOKEN), AlreadyExists))
-    assert_names_no_secret(str(error), ROOT_TOKEN, "root-admin")
+def test_ensure_bootstrap_admin_ignores_a_token_another_entry_holds(world: World) -> None:
+    ignored = run(world.admin.ensure_bootstrap_admin(ROOT_TOKEN))
+    assert ignored.warning
+    assert ignored.entry is None
+    assert "the token of another entry (id-root-admin)" in ignored.said  # for the operator
+    assert_names_no_secret(ignored.said, ROOT_TOKEN)
     assert world.store.find_subject(BOOTSTRAP_SUBJECT) is None
 
 
-def test_ensure_bootstrap_admin_refuses_the_token_of_a_revoked_bootstrap_admin(
+def test_ensure_bootstrap_admin_ignores_the_token_of_a_revoked_bootstrap_admin(
     world: World,
 ) -> None:
     bootstrap_token = "bootstrap-token-0004"
 
-    async def scenario() -> None:
+    async def scenario() -> Bootstrap:
         first = await world.admin.ensure_bootstrap_admin(bootstrap_token)
-        await world.admin.revoke(ROOT, first.id, "rotating the bootstrap secret")
-        await refused(world, world.admin.ensure_bootstrap_admin(bootstrap_token), AlreadyExists)
+        assert first.entry is not None
+        await world.admin.revoke(ROOT, first.entry.id, "rotating the bootstrap secret")
+        return await world.admin.ensure_bootstrap_admin(bootstrap_token)
 
-    run(scenario())
+    ignored = run(scenario())
+    assert ignored.warning
+    assert "the token of a revoked entry" in ignored.said
     assert world.store.find_subject(BOOTSTRAP_SUBJECT) is None
+
+
+def test_ensure_bootstrap_admin_ignores_a_token_rotated_away(world: World) -> None:
+    bootstrap_token = "bootstrap-token-0004"
+
+    async def scenario() -> Bootstrap:
+        first = await world.admin.ensure_bootstrap_admin(bootstrap_token)
+        assert first.entry is not None
+        await world.admin.update(
+            ROOT, EntryChange(first.entry.id, first.entry.etag, [], new_token="bootstrap-new-0006")
+        )
+        return await world.admin.ensure_bootstrap_admin(bootstrap_token)
+
+    ignored = run(scenario())
+    assert ignored.warning
+    assert ignored.entry is not None  # the rotated entry is still bootstrap-admin
+    assert "exists with another token" in ignored.said
 
 
 @pytest.mark.parametrize("token", ["", "short", "has white space"])
@@ -1935,7 +1969,8 @@ def test_every_admin_write_appends_one_event_naming_its_kind_entry_and_actor(
 def test_the_bootstrap_admin_appends_one_event_with_no_actor(world: World) -> None:
     async def scenario() -> None:
         head = world.store.head()
-        entry = await world.admin.ensure_bootstrap_admin("bootstrap-token-0004")
+        entry = (await world.admin.ensure_bootstrap_admin("bootstrap-token-0004")).entry
+        assert entry is not None
         assert appended(world, head) == [(ChangeKind.CREATED, entry.id, "")]
         head = world.store.head()
         await world.admin.ensure_bootstrap_admin("bootstrap-token-0004")  # nothing to change
