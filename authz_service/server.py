@@ -164,12 +164,7 @@ async def prepare(
         if settings.bootstrap_token:
             bootstrap = await admin.ensure_bootstrap_admin(settings.bootstrap_token)
             (log.warning if bootstrap.warning else log.info)("%s", bootstrap.said)
-        elif not await store.holds_entries():
-            log.warning(
-                "no entry exists and no bootstrap token was given, so nobody can administer"
-                " this server: start it once with AUTHZ_BOOTSTRAP_TOKEN (or"
-                " --bootstrap-token-file) to create bootstrap-admin"
-            )
+
     except AuthzError as exc:
         hash_pool.shutdown()
         store.close()
@@ -275,6 +270,13 @@ async def serve(settings: Settings, worker: Worker | None = None) -> None:
         settings.db,
     )
     log.info("open-file limit %d", open_files)
+    first = worker is None or worker.index == 0
+    if first and not settings.bootstrap_token and not await service.store.holds_entries():
+        log.warning(
+            "no entry exists and no bootstrap token was given, so nobody can administer this"
+            " server: start it once with AUTHZ_BOOTSTRAP_TOKEN (or --bootstrap-token-file) to"
+            " create bootstrap-admin"
+        )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

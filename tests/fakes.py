@@ -92,9 +92,11 @@ class InMemoryStore:
             return self._unrevoked(subject)
 
     def find_tag(self, tag: int) -> list[Entry]:
-        """Every entry, revoked ones included, whose token has this lookup tag."""
+        """Every entry, revoked ones included, whose token or previous token has this tag."""
         with self._lock:
-            return [e for e in self._entries.values() if e.lookup_tag == tag]
+            return [
+                e for e in self._entries.values() if tag in {e.lookup_tag, e.previous_lookup_tag}
+            ]
 
     def replace(self, entry: Entry, change: Change | None = None) -> Event:
         """Write `entry` over revision `entry.revision - 1`; NotFound or Aborted otherwise.
@@ -151,7 +153,12 @@ class InMemoryStore:
     def all_tags(self) -> set[int]:
         """The lookup tag of every entry, revoked ones included."""
         with self._lock:
-            return {e.lookup_tag for e in self._entries.values()}
+            tags = {e.lookup_tag for e in self._entries.values()}
+            return tags | {
+                e.previous_lookup_tag
+                for e in self._entries.values()
+                if e.previous_lookup_tag is not None
+            }
 
     def find_retired(self, tag: int) -> list[str]:
         """Verifiers of rotated-away tokens with this lookup tag."""

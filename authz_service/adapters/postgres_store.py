@@ -166,6 +166,14 @@ def _migrate_to_5(tx: psycopg.Connection[Any]) -> None:
     )
 
 
+def _migrate_to_6(tx: psycopg.Connection[Any]) -> None:
+    # Rotation with a grace period: the replaced token's verifier and tag stay with the entry.
+    tx.execute("ALTER TABLE entries ADD COLUMN previous_verifier TEXT NOT NULL DEFAULT ''")
+    tx.execute("ALTER TABLE entries ADD COLUMN previous_lookup_tag BIGINT")
+    tx.execute("ALTER TABLE entries ADD COLUMN previous_expire_time BIGINT")
+    tx.execute("CREATE INDEX entries_by_previous_tag ON entries (previous_lookup_tag)")
+
+
 # MIGRATIONS[n] brings a database at schema version n to version n + 1 (as SQLite's do).
 MIGRATIONS: tuple[Callable[[psycopg.Connection[Any]], None], ...] = (
     _migrate_to_1,
@@ -173,6 +181,7 @@ MIGRATIONS: tuple[Callable[[psycopg.Connection[Any]], None], ...] = (
     _migrate_to_3,
     _migrate_to_4,
     _migrate_to_5,
+    _migrate_to_6,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -360,11 +369,14 @@ class PostgresFile:
         return found[0] if found else None
 
     def find_tag(self, tag: int) -> list[Entry]:
-        return self._many("WHERE lookup_tag = ?", (tag,))
+        return self._many("WHERE lookup_tag = ? OR previous_lookup_tag = ?", (tag, tag))
 
     def all_tags(self) -> set[int]:
         rows = self._read(
-            lambda tx: tx.execute("SELECT DISTINCT lookup_tag FROM entries").fetchall()
+            lambda tx: tx.execute(
+                "SELECT lookup_tag FROM entries UNION SELECT previous_lookup_tag FROM entries"
+                " WHERE previous_lookup_tag IS NOT NULL"
+            ).fetchall()
         )
         return {int(tag) for (tag,) in rows}
 

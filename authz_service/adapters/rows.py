@@ -18,7 +18,8 @@ from authz_service.core.model import Action, Entry, Restriction, from_micros, to
 
 COLUMNS = (
     "id, subject, description, restrictions, unrestricted, verifier, lookup_tag, create_time,"
-    " update_time, revision, expire_time, revoke_time, revoke_reason, last_used_time, etag"
+    " update_time, revision, expire_time, revoke_time, revoke_reason, last_used_time, etag,"
+    " previous_verifier, previous_lookup_tag, previous_expire_time"
 )
 EVENT_COLUMNS = "revision, entry_id, kind, actor_id, fields, time"
 
@@ -103,6 +104,9 @@ def entry_row(entry: Entry) -> dict[str, Any]:
         "revoke_reason": entry.revoke_reason,
         "last_used_time": _micros(entry.last_used_time),
         "etag": entry.etag,
+        "previous_verifier": entry.previous_verifier,
+        "previous_lookup_tag": entry.previous_lookup_tag,
+        "previous_expire_time": _micros(entry.previous_expire_time),
     }
 
 
@@ -123,6 +127,9 @@ def entry_from_row(row: tuple[Any, ...]) -> Entry:
         revoke_reason,
         last_used,
         etag,
+        previous_verifier,
+        previous_tag,
+        previous_expires,
     ) = row
     return Entry(
         id=entry_id,
@@ -147,6 +154,9 @@ def entry_from_row(row: tuple[Any, ...]) -> Entry:
         revoke_reason=revoke_reason,
         last_used_time=_datetime(last_used),
         etag=etag,
+        previous_verifier=previous_verifier,
+        previous_lookup_tag=previous_tag,
+        previous_expire_time=_datetime(previous_expires),
     )
 
 

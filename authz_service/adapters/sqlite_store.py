@@ -123,6 +123,15 @@ def _migrate_to_5(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_to_6(db: sqlite_utils.Database) -> None:
+    # Rotation with a grace period: the replaced token's verifier and tag stay with the entry
+    # (and in retired_tokens, so it is never taken again) until previous_expire_time.
+    db.execute("ALTER TABLE entries ADD COLUMN previous_verifier TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE entries ADD COLUMN previous_lookup_tag INTEGER")
+    db.execute("ALTER TABLE entries ADD COLUMN previous_expire_time INTEGER")
+    db.execute("CREATE INDEX entries_by_previous_tag ON entries(previous_lookup_tag)")
+
+
 # MIGRATIONS[n] brings a database at schema version n to version n + 1.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migrate_to_1,
@@ -130,6 +139,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migrate_to_3,
     _migrate_to_4,
     _migrate_to_5,
+    _migrate_to_6,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -263,8 +273,8 @@ class SqliteFile:
         return self._one("WHERE subject = ? AND revoke_time IS NULL", (subject,))
 
     def find_tag(self, tag: int) -> list[Entry]:
-        """Every entry whose token has this lookup tag."""
-        return self._many("WHERE lookup_tag = ?", (tag,))
+        """Every entry whose token, or previous token, has this lookup tag."""
+        return self._many("WHERE lookup_tag = ? OR previous_lookup_tag = ?", (tag, tag))
 
     def replace(self, entry: Entry, change: Change | None = None) -> Event:
         """Write `entry` over its previous revision (compare-and-set on `revision`).
@@ -369,7 +379,14 @@ class SqliteFile:
     def all_tags(self) -> set[int]:
         """The lookup tag of every entry, revoked ones included."""
         with _storage_faults("database read"):
-            rows = self._db().execute("SELECT DISTINCT lookup_tag FROM entries").fetchall()
+            rows = (
+                self._db()
+                .execute(
+                    "SELECT lookup_tag FROM entries UNION SELECT previous_lookup_tag FROM entries"
+                    " WHERE previous_lookup_tag IS NOT NULL"
+                )
+                .fetchall()
+            )
         return {tag for (tag,) in rows}
 
     def find_retired(self, tag: int) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import unquote
 
 import grpc
@@ -25,6 +25,8 @@ from authz_service.core.rules import (
 # The range google.protobuf.Timestamp allows: 0001-01-01 to 9999-12-31.
 _MIN_SECONDS = -62_135_596_800
 _MAX_SECONDS = 253_402_300_799
+# Far past the 7 days a grace may last, and well inside what a timedelta holds.
+_GRACE_CLAMP = 10**10
 
 
 def authorization_of(context: grpc.aio.ServicerContext[object, object]) -> str:
@@ -98,6 +100,16 @@ def optional_time(
     return from_micros(stamp.seconds * 1_000_000 + stamp.nanos // 1000), ()
 
 
+def grace_of(request: authz_pb2.UpdateEntryRequest) -> timedelta | None:
+    """The rotation's `previous_token_grace` (None when unset). Seconds are clamped to what a
+    timedelta holds; the use case refuses anything past 7 days or below 0."""
+    if not request.HasField("previous_token_grace"):
+        return None
+    span = request.previous_token_grace
+    seconds = max(min(span.seconds, _GRACE_CLAMP), -_GRACE_CLAMP)
+    return timedelta(seconds=seconds, microseconds=span.nanos // 1000)
+
+
 def entry_message(entry: Entry, now: datetime) -> authz_pb2.Entry:
     """The public view of an entry: everything but its verifier and lookup tag."""
     message = authz_pb2.Entry(
@@ -118,6 +130,8 @@ def entry_message(entry: Entry, now: datetime) -> authz_pb2.Entry:
         _set_time(message.expire_time, entry.expire_time)
     if entry.last_used_time is not None:
         _set_time(message.last_used_time, entry.last_used_time)
+    if entry.previous_expire_time is not None and entry.previous_live(now):
+        _set_time(message.previous_token_expire_time, entry.previous_expire_time)
     return message
 
 

@@ -17,6 +17,7 @@ from .access import AdminCalls, observed_admin_call
 from .convert import (
     authorization_of,
     entry_message,
+    grace_of,
     mask_paths,
     optional_time,
     peer_host,
@@ -152,6 +153,7 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
             unrestricted=request.entry.unrestricted,
             expire_time=expire_time,
             new_token=request.new_token,
+            previous_token_grace=grace_of(request),
             unreadable=unreadable,
         )
         entry = await self._admin.update(authorization_of(context), change, peer=_peer(context))

@@ -68,7 +68,10 @@ DENY_ACTION = _forbidden(Reason.ACTION_NOT_ALLOWED)
 class Policy:
     """An entry's decision-relevant facts, compiled for the Check cache.
 
-    `scopes` maps a plugin to (permissions, actions); an empty set means any.
+    `scopes` maps a plugin to (permissions, actions); an empty set means any. From
+    `expire_at` on, the token is denied with `expired`: the entry's expiry (`expired`), or the
+    end of a previous token's grace period (`unknown_token`: the token is no longer the
+    entry's), whichever comes first.
     """
 
     entry_id: str
@@ -78,21 +81,33 @@ class Policy:
     expire_at: float | None
     scopes: Mapping[str, tuple[frozenset[str], frozenset[Action]]]
     allow: Decision
+    expired: Decision = DENY_EXPIRED
+    # Compiled for the entry's previous token (in its grace period), not its current one.
+    previous: bool = False
 
     @classmethod
-    def of(cls, entry: Entry) -> Policy:
-        """Compile `entry` into the form `decide` reads."""
+    def of(cls, entry: Entry, *, previous: bool = False) -> Policy:
+        """Compile `entry` into the form `decide` reads, for its current token or, with
+        `previous`, for the token its last rotation replaced."""
         scopes = {
             r.plugin: (frozenset(r.permissions), frozenset(r.actions)) for r in entry.restrictions
         }
+        expire_at = None if entry.expire_time is None else entry.expire_time.timestamp()
+        expired = DENY_EXPIRED
+        if previous:
+            grace_ends = (entry.previous_expire_time or entry.update_time).timestamp()
+            if expire_at is None or grace_ends < expire_at:
+                expire_at, expired = grace_ends, DENY_UNKNOWN_TOKEN
         return cls(
             entry_id=entry.id,
             subject=entry.subject,
             unrestricted=entry.unrestricted,
             revoked=entry.revoke_time is not None,
-            expire_at=None if entry.expire_time is None else entry.expire_time.timestamp(),
+            expire_at=expire_at,
             scopes=MappingProxyType(scopes),
             allow=Decision(True, OK, 200, "", entry.subject, entry.id),
+            expired=expired,
+            previous=previous,
         )
 
 
@@ -107,7 +122,7 @@ def decide(  # noqa: PLR0911 (one return per row of the decision table)
     if policy.revoked:
         return DENY_REVOKED
     if policy.expire_at is not None and now >= policy.expire_at:
-        return DENY_EXPIRED
+        return policy.expired
     if policy.unrestricted and plugin != ADMIN_PLUGIN:
         return policy.allow
     scope = policy.scopes.get(plugin)

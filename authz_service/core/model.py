@@ -91,6 +91,15 @@ class Entry:
     revoke_reason: str = ""
     last_used_time: datetime | None = None
     etag: str = field(default_factory=new_etag)
+    # The token the last rotation replaced, while its grace period lasts (DESIGN section 9):
+    # its verifier and tag, and when it stops working. Empty, None, None when there is none.
+    previous_verifier: str = ""
+    previous_lookup_tag: int | None = None
+    previous_expire_time: datetime | None = None
+
+    def previous_live(self, now: datetime) -> bool:
+        """Whether the previous token still works at `now` (the entry's own state aside)."""
+        return self.previous_expire_time is not None and now < self.previous_expire_time
 
     def state(self, now: datetime) -> State:
         """REVOKED wins over EXPIRED; an entry expires at `expire_time`, inclusive."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from .errors import MAX_REPORTED_VIOLATIONS, FieldViolation, InvalidArgument
 from .model import ADMIN_PLUGIN, Action, AdminPermission, Restriction
@@ -32,6 +33,8 @@ MAX_RESTRICTIONS = 64
 MAX_PERMISSIONS = 64
 MAX_ACTIONS = len(Action)
 MAX_MASK_PATHS = 16
+# The longest a rotated-away token may keep working (DESIGN section 9).
+MAX_GRACE = timedelta(days=7)
 
 _SUBJECT = re.compile(r"[!-~]+")
 # The common token (printable ASCII, no space, within the limits) in one regex match: the

@@ -13,7 +13,7 @@ import contextvars
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from authz_service.core.changes import Change, Claim, Event
@@ -42,6 +42,7 @@ from authz_service.core.ports import EntryStore, Hasher
 from authz_service.core.rights import ADMIN_ACTIONS, AdminRight, admin_rights, missing_rights
 from authz_service.core.rules import (
     DESCRIPTION_MAX_CHARS,
+    MAX_GRACE,
     MAX_MASK_PATHS,
     REVOKE_REASON_MAX_CHARS,
     RestrictionInput,
@@ -108,6 +109,8 @@ class EntryChange:
     unrestricted: bool = False
     expire_time: datetime | None = None
     new_token: str = ""
+    # With new_token: how long the replaced token keeps working (None or 0: not at all).
+    previous_token_grace: timedelta | None = None
     # As NewEntry's, reported only for a field the update mask names.
     unreadable: Sequence[FieldViolation] = ()
 
@@ -229,6 +232,8 @@ class Admin:
             found.check("update_mask", "must name a field to change, unless new_token is set")
         if change.new_token:
             found.check("new_token", token_problem(change.new_token))
+        grace = change.previous_token_grace or timedelta(0)
+        found.check("previous_token_grace", _grace_problem(grace, change.new_token))
         found.raise_if_any()
         current = await self._get(change.entry_id)
         _may_act_on(acting.held, current)
@@ -257,6 +262,13 @@ class Admin:
         _check_masked(found, change.unreadable, paths)
         if "expire_time" in paths:
             found.check("entry.expire_time", _future_problem(change.expire_time, now))
+        expires = change.expire_time if "expire_time" in paths else current.expire_time
+        if grace and expires is not None and now + grace > expires:
+            found.check(
+                "previous_token_grace",
+                f"must end by the entry's expiry ({expires.isoformat()}): at most"
+                f" {_duration(expires - now)} from now",
+            )
         found.raise_if_any()
         _may_grant(acting.held, restrictions)
         updated = replace(
@@ -275,9 +287,19 @@ class Admin:
             await self._commit(partial(self._store.replace, updated, written))
             return self._with_usage(updated)
 
+        # The replaced token keeps working for the grace, if one is given; any earlier grace
+        # ends here (at most two tokens live per entry).
+        previous = replace(
+            updated,
+            previous_verifier=current.verifier if grace else "",
+            previous_lookup_tag=current.lookup_tag if grace else None,
+            previous_expire_time=now + grace if grace else None,
+        )
+        rotated_fields = (*fields, "token", *(("previous_token_expire_time",) if grace else ()))
+
         async def rotate(verifier: str, claim: Claim) -> Entry:
-            rotated = replace(updated, verifier=verifier, lookup_tag=claim.tag)
-            written = self._change(acting, rotated, current, (*fields, "token"), claim)
+            rotated = replace(previous, verifier=verifier, lookup_tag=claim.tag)
+            written = self._change(acting, rotated, current, rotated_fields, claim)
             await self._commit(partial(self._store.rotate, rotated, written))
             return rotated
 
@@ -541,6 +563,27 @@ def _check_masked(found: Violations, unreadable: Sequence[FieldViolation], paths
     for violation in unreadable:
         if violation.field.removeprefix("entry.") in paths:
             found.check(violation.field, violation.description)
+
+
+def _grace_problem(grace: timedelta, new_token: str) -> str | None:
+    if not grace:
+        return None
+    if not new_token:
+        return "needs new_token: a grace period belongs to a rotation"
+    if grace < timedelta(0):
+        return "must not be negative"
+    if grace > MAX_GRACE:
+        return f"must be at most {_duration(MAX_GRACE)}"
+    return None
+
+
+def _duration(span: timedelta) -> str:
+    """A span as the admin client writes one: 7d, 36h, 90m, 45s."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _future_problem(when: datetime | None, now: datetime) -> str | None:

@@ -98,9 +98,13 @@ class TokenCache:
             else:
                 digests = self._digests_of.get(entry.id)
                 if digests:
-                    policy = Policy.of(entry)
+                    current = Policy.of(entry)
                     for digest in digests:
-                        self.verified[digest] = policy
+                        # A previous token (in its grace) keeps its own end.
+                        previous = self.verified[digest].previous
+                        self.verified[digest] = (
+                            Policy.of(entry, previous=True) if previous else current
+                        )
 
     def _drop_flights(self, entry_id: str, tag: int | None) -> None:
         """Drop the verifies in flight that read this entry, or (for a new token) looked up its

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from authz_service.core.decision import (
     DENY_MALFORMED,
@@ -246,18 +247,31 @@ class Checker:
         """Verify `token` against each candidate in turn. The answer is cached (a match) or
         remembered (no match) only while this flight is still the one in flight for the token:
         a write to one of the candidates, or one that gave out a token with this tag, drops it."""
-        # Unrevoked entries first: a match there ends the search soonest.
-        for entry in sorted(candidates, key=lambda e: e.revoke_time is not None):
+        # Unrevoked entries first: a match there ends the search soonest. A candidate is an
+        # entry whose token has this tag, or whose previous token (in its grace) has.
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        tried = [
+            (entry, previous)
+            for entry in sorted(candidates, key=lambda e: e.revoke_time is not None)
+            for previous in (False, True)
+            if _has_token_tagged(entry, tag, previous=previous, now=now)
+        ]
+        for entry, previous in tried:
+            verifier = entry.previous_verifier if previous else entry.verifier
             self.counters.argon2_verifications += 1
             matched, seconds = await self.hash_queue.run(
-                caller, self._timed_verify, entry.verifier, token
+                caller, self._timed_verify, verifier, token
             )
             self.counters.argon2_seconds.observe(seconds)
             if matched:
-                policy = Policy.of(entry)
+                policy = Policy.of(entry, previous=previous)
                 if self.tokens.flying(digest):
                     self.tokens.remember(digest, policy)
-                if entry.revoke_time is None and self._hasher.needs_rehash(entry.verifier):
+                if (
+                    not previous
+                    and entry.revoke_time is None
+                    and self._hasher.needs_rehash(entry.verifier)
+                ):
                     await self._rehash(entry, token, caller)
                 return policy
         if self.tokens.flying(digest):
@@ -281,3 +295,11 @@ class Checker:
                 entry.id,
                 type(exc).__name__,
             )
+
+
+def _has_token_tagged(entry: Entry, tag: int, *, previous: bool, now: datetime) -> bool:
+    """Whether the entry's token (or, with `previous`, its previous token, still in its grace)
+    has this lookup tag: only those are worth an argon2 verify."""
+    if previous:
+        return entry.previous_lookup_tag == tag and entry.previous_live(now)
+    return entry.lookup_tag == tag

@@ -45,7 +45,7 @@ def test_every_line_is_a_json_object_with_time_level_logger_and_message(
     assert len(records) >= 5  # bootstrap, serving, an access line, stopping, stopped
     for record in records:
         assert {"time", "level", "logger", "message"} <= set(record)
-    assert records[0]["message"].startswith("bootstrap-admin is ready (entry ")
+    assert records[0]["message"].startswith("bootstrap-admin created (entry ")
     assert records[1]["message"].startswith(f"serving on 127.0.0.1:{server.port} ")
 
 

@@ -98,6 +98,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_entries(tmp_path: 
     # Version 1 is today's schema without the retired-token table, the etag column, the
     # event log and the key's fingerprint.
     with sqlite3.connect(path) as conn:
+        _drop_grace_columns(conn)
         conn.execute("DROP TABLE server_key")
         conn.execute("DROP TABLE events")
         conn.execute("DROP TABLE retired_tokens")
@@ -118,6 +119,7 @@ def test_migrating_to_version_3_gives_every_entry_its_own_random_etag(tmp_path: 
     store.add_many([_entry(n) for n in range(3)])
     store.close()
     with sqlite3.connect(path) as conn:  # version 2: no etag column, no event log, no key
+        _drop_grace_columns(conn)
         conn.execute("DROP TABLE server_key")
         conn.execute("DROP TABLE events")
         conn.execute("ALTER TABLE entries DROP COLUMN etag")
@@ -285,6 +287,7 @@ def test_a_version_3_database_is_migrated_to_an_empty_event_log(tmp_path: Path) 
     # Version 3 is today's schema without the event log (its triggers go with the table) and
     # the key's fingerprint.
     with sqlite3.connect(path) as conn:
+        _drop_grace_columns(conn)
         conn.execute("DROP TABLE server_key")
         conn.execute("DROP TABLE events")
         conn.execute("PRAGMA user_version = 3")
@@ -303,7 +306,7 @@ def test_a_version_3_database_is_migrated_to_an_empty_event_log(tmp_path: Path) 
     finally:
         migrated.close()
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             conn.execute("DELETE FROM events")
 
@@ -395,6 +398,7 @@ def test_a_version_4_database_is_migrated_to_keep_no_key_fingerprint_yet(tmp_pat
     store.add(_entry(1))
     store.close()
     with sqlite3.connect(path) as conn:  # version 4: no server_key table
+        _drop_grace_columns(conn)
         conn.execute("DROP TABLE server_key")
         conn.execute("PRAGMA user_version = 4")
     migrated = SqliteFile(path)
@@ -402,5 +406,31 @@ def test_a_version_4_database_is_migrated_to_keep_no_key_fingerprint_yet(tmp_pat
         assert migrated.key_fingerprint() is None  # the next start keeps its key's
         assert migrated.holds_entries()
         assert migrated.keep_key_fingerprint("f1") == "f1"
+    finally:
+        migrated.close()
+
+
+def _drop_grace_columns(conn: sqlite3.Connection) -> None:
+    """Version 5 is today's schema without the previous token's columns (version 6)."""
+    conn.execute("DROP INDEX entries_by_previous_tag")
+    for column in ("previous_verifier", "previous_lookup_tag", "previous_expire_time"):
+        conn.execute(f"ALTER TABLE entries DROP COLUMN {column}")
+
+
+def test_a_version_5_database_is_migrated_to_entries_without_a_previous_token(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "authz.db"
+    store = SqliteFile(path)
+    store.add(_entry(1))
+    store.close()
+    with sqlite3.connect(path) as conn:
+        _drop_grace_columns(conn)
+        conn.execute("PRAGMA user_version = 5")
+    migrated = SqliteFile(path)
+    try:
+        entry = migrated.get("id-1")
+        assert (entry.previous_verifier, entry.previous_lookup_tag) == ("", None)
+        assert entry.previous_expire_time is None
     finally:
         migrated.close()

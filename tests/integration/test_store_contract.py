@@ -816,3 +816,53 @@ def test_holds_entries_counts_revoked_ones_too(store: SyncStore) -> None:
     assert not store.holds_entries()
     store.add(entry(1, revoked=True))
     assert store.holds_entries()
+
+
+def _rotated_with_grace(store: SyncStore) -> Entry:
+    """Entry 1 rotated from tag 41 to tag 42, its old token kept for an hour."""
+    original = entry(1, tag=41)
+    store.add(original)
+    rotated = replace(
+        original,
+        verifier="fake$v1$s$new",
+        lookup_tag=42,
+        previous_verifier=original.verifier,
+        previous_lookup_tag=41,
+        previous_expire_time=T0 + timedelta(hours=1),
+        revision=2,
+    )
+    store.rotate(rotated)
+    return rotated
+
+
+def test_a_rotation_with_grace_keeps_the_previous_token_findable_by_its_tag(
+    store: SyncStore,
+) -> None:
+    rotated = _rotated_with_grace(store)
+    assert store.get(rotated.id) == rotated
+    assert store.find_tag(41) == [rotated]
+    assert store.find_tag(42) == [rotated]
+    assert {41, 42} <= store.all_tags()
+    assert store.find_retired(41) == [entry(1).verifier]  # never to be taken again
+
+
+def test_an_update_keeps_the_previous_token_and_a_rotation_without_grace_drops_it(
+    store: SyncStore,
+) -> None:
+    rotated = _rotated_with_grace(store)
+    updated = replace(rotated, description="changed", revision=3)
+    store.replace(updated)
+    assert store.find_tag(41) == [updated]
+    again = replace(
+        updated,
+        verifier="fake$v1$s$third",
+        lookup_tag=43,
+        previous_verifier="",
+        previous_lookup_tag=None,
+        previous_expire_time=None,
+        revision=4,
+    )
+    store.rotate(again)
+    assert store.find_tag(41) == []
+    assert store.find_tag(42) == []
+    assert store.get(again.id) == again

@@ -22,45 +22,54 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61uthz/v1/authz.proto\x12\x08\x61uthz.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"[\n\x11\x41\x63\x63\x65ssRestriction\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\x12!\n\x07\x61\x63tions\x18\x03 \x03(\x0e\x32\x10.authz.v1.Action\"\xc6\x03\n\x05\x45ntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x38\n\x13\x61\x63\x63\x65ss_restrictions\x18\x04 \x03(\x0b\x32\x1b.authz.v1.AccessRestriction\x12\x14\n\x0cunrestricted\x18\x05 \x01(\x08\x12\x1e\n\x05state\x18\x06 \x01(\x0e\x32\x0f.authz.v1.State\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_used_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0c \x01(\t\x12\x15\n\rrevoke_reason\x18\r \x01(\t\"z\n\x0c\x43heckRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x15\n\rauthorization\x18\x02 \x01(\t\x12\x0e\n\x06plugin\x18\x03 \x01(\t\x12\x12\n\npermission\x18\x04 \x01(\t\x12 \n\x06\x61\x63tion\x18\x05 \x01(\x0e\x32\x10.authz.v1.Action\"\x8b\x01\n\rCheckResponse\x12$\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x12.authz.v1.Decision\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x13\n\x0bhttp_status\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x06 \x01(\t\"\xca\x01\n\x12\x43reateEntryRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x38\n\x13\x61\x63\x63\x65ss_restrictions\x18\x04 \x03(\x0b\x32\x1b.authz.v1.AccessRestriction\x12\x14\n\x0cunrestricted\x18\x05 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x86\x01\n\x12UpdateEntryRequest\x12\x1e\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x0f.authz.v1.Entry\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x11\n\tnew_token\x18\x03 \x01(\t\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\"0\n\x12RevokeEntryRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1d\n\x0fGetEntryRequest\x12\n\n\x02id\x18\x01 \x01(\t\"T\n\x12ListEntriesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x03 \x01(\x08\"P\n\x13ListEntriesResponse\x12 \n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x0f.authz.v1.Entry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*N\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\n\n\x06\x43REATE\x10\x01\x12\x08\n\x04READ\x10\x02\x12\n\n\x06UPDATE\x10\x03\x12\n\n\x06\x44\x45LETE\x10\x04*9\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\x08\n\x04\x44\x45NY\x10\x02*D\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43TIVE\x10\x01\x12\x0b\n\x07REVOKED\x10\x02\x12\x0b\n\x07\x45XPIRED\x10\x03\x32H\n\x0c\x41uthzService\x12\x38\n\x05\x43heck\x12\x16.authz.v1.CheckRequest\x1a\x17.authz.v1.CheckResponse2\xcc\x02\n\x0c\x41\x64minService\x12<\n\x0b\x43reateEntry\x12\x1c.authz.v1.CreateEntryRequest\x1a\x0f.authz.v1.Entry\x12<\n\x0bUpdateEntry\x12\x1c.authz.v1.UpdateEntryRequest\x1a\x0f.authz.v1.Entry\x12<\n\x0bRevokeEntry\x12\x1c.authz.v1.RevokeEntryRequest\x1a\x0f.authz.v1.Entry\x12\x36\n\x08GetEntry\x12\x19.authz.v1.GetEntryRequest\x1a\x0f.authz.v1.Entry\x12J\n\x0bListEntries\x12\x1c.authz.v1.ListEntriesRequest\x1a\x1d.authz.v1.ListEntriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61uthz/v1/authz.proto\x12\x08\x61uthz.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"[\n\x11\x41\x63\x63\x65ssRestriction\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\x12!\n\x07\x61\x63tions\x18\x03 \x03(\x0e\x32\x10.authz.v1.Action\"\x86\x04\n\x05\x45ntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x38\n\x13\x61\x63\x63\x65ss_restrictions\x18\x04 \x03(\x0b\x32\x1b.authz.v1.AccessRestriction\x12\x14\n\x0cunrestricted\x18\x05 \x01(\x08\x12\x1e\n\x05state\x18\x06 \x01(\x0e\x32\x0f.authz.v1.State\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_used_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0c \x01(\t\x12\x15\n\rrevoke_reason\x18\r \x01(\t\x12>\n\x1aprevious_token_expire_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x0c\x43heckRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x15\n\rauthorization\x18\x02 \x01(\t\x12\x0e\n\x06plugin\x18\x03 \x01(\t\x12\x12\n\npermission\x18\x04 \x01(\t\x12 \n\x06\x61\x63tion\x18\x05 \x01(\x0e\x32\x10.authz.v1.Action\"\x8b\x01\n\rCheckResponse\x12$\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x12.authz.v1.Decision\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x13\n\x0bhttp_status\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x06 \x01(\t\"\xca\x01\n\x12\x43reateEntryRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x38\n\x13\x61\x63\x63\x65ss_restrictions\x18\x04 \x03(\x0b\x32\x1b.authz.v1.AccessRestriction\x12\x14\n\x0cunrestricted\x18\x05 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbf\x01\n\x12UpdateEntryRequest\x12\x1e\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x0f.authz.v1.Entry\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x11\n\tnew_token\x18\x03 \x01(\t\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\x12\x37\n\x14previous_token_grace\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"0\n\x12RevokeEntryRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1d\n\x0fGetEntryRequest\x12\n\n\x02id\x18\x01 \x01(\t\"T\n\x12ListEntriesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x03 \x01(\x08\"P\n\x13ListEntriesResponse\x12 \n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x0f.authz.v1.Entry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x0b\x46ieldChange\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x02 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\t\"\x93\x02\n\nAuditEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x61\x63tor_entry_id\x18\x03 \x01(\t\x12\x15\n\ractor_subject\x18\x04 \x01(\t\x12\x0b\n\x03rpc\x18\x05 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x06 \x01(\t\x12&\n\x07\x63hanges\x18\x07 \x03(\x0b\x32\x15.authz.v1.FieldChange\x12\x0c\n\x04\x63ode\x18\x08 \x01(\x05\x12\x0c\n\x04peer\x18\t \x01(\t\x12\x12\n\nuser_agent\x18\n \x01(\t\x12\x15\n\rprevious_hash\x18\x0b \x01(\t\x12\x0c\n\x04hash\x18\x0c \x01(\t\"\xbf\x01\n\x16ListAuditEventsRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tor_entry_id\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"X\n\x17ListAuditEventsResponse\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.authz.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*N\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\n\n\x06\x43REATE\x10\x01\x12\x08\n\x04READ\x10\x02\x12\n\n\x06UPDATE\x10\x03\x12\n\n\x06\x44\x45LETE\x10\x04*9\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\x08\n\x04\x44\x45NY\x10\x02*D\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43TIVE\x10\x01\x12\x0b\n\x07REVOKED\x10\x02\x12\x0b\n\x07\x45XPIRED\x10\x03\x32H\n\x0c\x41uthzService\x12\x38\n\x05\x43heck\x12\x16.authz.v1.CheckRequest\x1a\x17.authz.v1.CheckResponse2\xa4\x03\n\x0c\x41\x64minService\x12<\n\x0b\x43reateEntry\x12\x1c.authz.v1.CreateEntryRequest\x1a\x0f.authz.v1.Entry\x12<\n\x0bUpdateEntry\x12\x1c.authz.v1.UpdateEntryRequest\x1a\x0f.authz.v1.Entry\x12<\n\x0bRevokeEntry\x12\x1c.authz.v1.RevokeEntryRequest\x1a\x0f.authz.v1.Entry\x12\x36\n\x08GetEntry\x12\x19.authz.v1.GetEntryRequest\x1a\x0f.authz.v1.Entry\x12J\n\x0bListEntries\x12\x1c.authz.v1.ListEntriesRequest\x1a\x1d.authz.v1.ListEntriesResponse\x12V\n\x0fListAuditEvents\x12 .authz.v1.ListAuditEventsRequest\x1a!.authz.v1.ListAuditEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authz.v1.authz_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACTION']._serialized_start=1508
-  _globals['_ACTION']._serialized_end=1586
-  _globals['_DECISION']._serialized_start=1588
-  _globals['_DECISION']._serialized_end=1645
-  _globals['_STATE']._serialized_start=1647
-  _globals['_STATE']._serialized_end=1715
-  _globals['_ACCESSRESTRICTION']._serialized_start=101
-  _globals['_ACCESSRESTRICTION']._serialized_end=192
-  _globals['_ENTRY']._serialized_start=195
-  _globals['_ENTRY']._serialized_end=649
-  _globals['_CHECKREQUEST']._serialized_start=651
-  _globals['_CHECKREQUEST']._serialized_end=773
-  _globals['_CHECKRESPONSE']._serialized_start=776
-  _globals['_CHECKRESPONSE']._serialized_end=915
-  _globals['_CREATEENTRYREQUEST']._serialized_start=918
-  _globals['_CREATEENTRYREQUEST']._serialized_end=1120
-  _globals['_UPDATEENTRYREQUEST']._serialized_start=1123
-  _globals['_UPDATEENTRYREQUEST']._serialized_end=1257
-  _globals['_REVOKEENTRYREQUEST']._serialized_start=1259
-  _globals['_REVOKEENTRYREQUEST']._serialized_end=1307
-  _globals['_GETENTRYREQUEST']._serialized_start=1309
-  _globals['_GETENTRYREQUEST']._serialized_end=1338
-  _globals['_LISTENTRIESREQUEST']._serialized_start=1340
-  _globals['_LISTENTRIESREQUEST']._serialized_end=1424
-  _globals['_LISTENTRIESRESPONSE']._serialized_start=1426
-  _globals['_LISTENTRIESRESPONSE']._serialized_end=1506
-  _globals['_AUTHZSERVICE']._serialized_start=1717
-  _globals['_AUTHZSERVICE']._serialized_end=1789
-  _globals['_ADMINSERVICE']._serialized_start=1792
-  _globals['_ADMINSERVICE']._serialized_end=2124
+  _globals['_ACTION']._serialized_start=2284
+  _globals['_ACTION']._serialized_end=2362
+  _globals['_DECISION']._serialized_start=2364
+  _globals['_DECISION']._serialized_end=2421
+  _globals['_STATE']._serialized_start=2423
+  _globals['_STATE']._serialized_end=2491
+  _globals['_ACCESSRESTRICTION']._serialized_start=133
+  _globals['_ACCESSRESTRICTION']._serialized_end=224
+  _globals['_ENTRY']._serialized_start=227
+  _globals['_ENTRY']._serialized_end=745
+  _globals['_CHECKREQUEST']._serialized_start=747
+  _globals['_CHECKREQUEST']._serialized_end=869
+  _globals['_CHECKRESPONSE']._serialized_start=872
+  _globals['_CHECKRESPONSE']._serialized_end=1011
+  _globals['_CREATEENTRYREQUEST']._serialized_start=1014
+  _globals['_CREATEENTRYREQUEST']._serialized_end=1216
+  _globals['_UPDATEENTRYREQUEST']._serialized_start=1219
+  _globals['_UPDATEENTRYREQUEST']._serialized_end=1410
+  _globals['_REVOKEENTRYREQUEST']._serialized_start=1412
+  _globals['_REVOKEENTRYREQUEST']._serialized_end=1460
+  _globals['_GETENTRYREQUEST']._serialized_start=1462
+  _globals['_GETENTRYREQUEST']._serialized_end=1491
+  _globals['_LISTENTRIESREQUEST']._serialized_start=1493
+  _globals['_LISTENTRIESREQUEST']._serialized_end=1577
+  _globals['_LISTENTRIESRESPONSE']._serialized_start=1579
+  _globals['_LISTENTRIESRESPONSE']._serialized_end=1659
+  _globals['_FIELDCHANGE']._serialized_start=1661
+  _globals['_FIELDCHANGE']._serialized_end=1720
+  _globals['_AUDITEVENT']._serialized_start=1723
+  _globals['_AUDITEVENT']._serialized_end=1998
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=2001
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=2192
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=2194
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=2282
+  _globals['_AUTHZSERVICE']._serialized_start=2493
+  _globals['_AUTHZSERVICE']._serialized_end=2565
+  _globals['_ADMINSERVICE']._serialized_start=2568
+  _globals['_ADMINSERVICE']._serialized_end=2988
 # @@protoc_insertion_point(module_scope)

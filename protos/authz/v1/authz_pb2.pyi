@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -55,7 +56,7 @@ class AccessRestriction(_message.Message):
     def __init__(self, plugin: _Optional[str] = ..., permissions: _Optional[_Iterable[str]] = ..., actions: _Optional[_Iterable[_Union[Action, str]]] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ("id", "subject", "description", "access_restrictions", "unrestricted", "state", "create_time", "update_time", "revoke_time", "expire_time", "last_used_time", "etag", "revoke_reason")
+    __slots__ = ("id", "subject", "description", "access_restrictions", "unrestricted", "state", "create_time", "update_time", "revoke_time", "expire_time", "last_used_time", "etag", "revoke_reason", "previous_token_expire_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +70,7 @@ class Entry(_message.Message):
     LAST_USED_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     REVOKE_REASON_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_TOKEN_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     subject: str
     description: str
@@ -82,7 +84,8 @@ class Entry(_message.Message):
     last_used_time: _timestamp_pb2.Timestamp
     etag: str
     revoke_reason: str
-    def __init__(self, id: _Optional[str] = ..., subject: _Optional[str] = ..., description: _Optional[str] = ..., access_restrictions: _Optional[_Iterable[_Union[AccessRestriction, _Mapping]]] = ..., unrestricted: _Optional[bool] = ..., state: _Optional[_Union[State, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., revoke_reason: _Optional[str] = ...) -> None: ...
+    previous_token_expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., subject: _Optional[str] = ..., description: _Optional[str] = ..., access_restrictions: _Optional[_Iterable[_Union[AccessRestriction, _Mapping]]] = ..., unrestricted: _Optional[bool] = ..., state: _Optional[_Union[State, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., revoke_reason: _Optional[str] = ..., previous_token_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CheckRequest(_message.Message):
     __slots__ = ("token", "authorization", "plugin", "permission", "action")
@@ -131,16 +134,18 @@ class CreateEntryRequest(_message.Message):
     def __init__(self, subject: _Optional[str] = ..., token: _Optional[str] = ..., description: _Optional[str] = ..., access_restrictions: _Optional[_Iterable[_Union[AccessRestriction, _Mapping]]] = ..., unrestricted: _Optional[bool] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class UpdateEntryRequest(_message.Message):
-    __slots__ = ("entry", "update_mask", "new_token", "etag")
+    __slots__ = ("entry", "update_mask", "new_token", "etag", "previous_token_grace")
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
     NEW_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_TOKEN_GRACE_FIELD_NUMBER: _ClassVar[int]
     entry: Entry
     update_mask: _field_mask_pb2.FieldMask
     new_token: str
     etag: str
-    def __init__(self, entry: _Optional[_Union[Entry, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., new_token: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+    previous_token_grace: _duration_pb2.Duration
+    def __init__(self, entry: _Optional[_Union[Entry, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., new_token: _Optional[str] = ..., etag: _Optional[str] = ..., previous_token_grace: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class RevokeEntryRequest(_message.Message):
     __slots__ = ("id", "reason")
@@ -173,3 +178,65 @@ class ListEntriesResponse(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[Entry]
     next_page_token: str
     def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class FieldChange(_message.Message):
+    __slots__ = ("field", "before", "after")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    before: str
+    after: str
+    def __init__(self, field: _Optional[str] = ..., before: _Optional[str] = ..., after: _Optional[str] = ...) -> None: ...
+
+class AuditEvent(_message.Message):
+    __slots__ = ("sequence", "time", "actor_entry_id", "actor_subject", "rpc", "entry_id", "changes", "code", "peer", "user_agent", "previous_hash", "hash")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    RPC_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    USER_AGENT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_HASH_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    time: _timestamp_pb2.Timestamp
+    actor_entry_id: str
+    actor_subject: str
+    rpc: str
+    entry_id: str
+    changes: _containers.RepeatedCompositeFieldContainer[FieldChange]
+    code: int
+    peer: str
+    user_agent: str
+    previous_hash: str
+    hash: str
+    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor_entry_id: _Optional[str] = ..., actor_subject: _Optional[str] = ..., rpc: _Optional[str] = ..., entry_id: _Optional[str] = ..., changes: _Optional[_Iterable[_Union[FieldChange, _Mapping]]] = ..., code: _Optional[int] = ..., peer: _Optional[str] = ..., user_agent: _Optional[str] = ..., previous_hash: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
+
+class ListAuditEventsRequest(_message.Message):
+    __slots__ = ("entry_id", "actor_entry_id", "since", "until", "page_size", "page_token")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entry_id: str
+    actor_entry_id: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    page_size: int
+    page_token: str
+    def __init__(self, entry_id: _Optional[str] = ..., actor_entry_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAuditEventsResponse(_message.Message):
+    __slots__ = ("events", "next_page_token")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

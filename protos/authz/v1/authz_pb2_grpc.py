@@ -136,6 +136,11 @@ class AdminServiceStub:
                 request_serializer=authz_dot_v1_dot_authz__pb2.ListEntriesRequest.SerializeToString,
                 response_deserializer=authz_dot_v1_dot_authz__pb2.ListEntriesResponse.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/authz.v1.AdminService/ListAuditEvents',
+                request_serializer=authz_dot_v1_dot_authz__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=authz_dot_v1_dot_authz__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -173,6 +178,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEvents(self, request, context):
+        """Needs the permission authz.audit.read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -200,6 +212,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListEntries,
                     request_deserializer=authz_dot_v1_dot_authz__pb2.ListEntriesRequest.FromString,
                     response_serializer=authz_dot_v1_dot_authz__pb2.ListEntriesResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=authz_dot_v1_dot_authz__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=authz_dot_v1_dot_authz__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -339,6 +356,33 @@ class AdminService:
             '/authz.v1.AdminService/ListEntries',
             authz_dot_v1_dot_authz__pb2.ListEntriesRequest.SerializeToString,
             authz_dot_v1_dot_authz__pb2.ListEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authz.v1.AdminService/ListAuditEvents',
+            authz_dot_v1_dot_authz__pb2.ListAuditEventsRequest.SerializeToString,
+            authz_dot_v1_dot_authz__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
