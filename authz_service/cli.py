@@ -2,24 +2,48 @@
 
 from __future__ import annotations
 
+import os
+
+# grpc reads GRPC_VERBOSITY once, when it is first imported (through the modules below): its
+# own INFO lines, such as a refused TLS handshake, stay out of the log unless asked for.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from . import __version__
+from .adapters.argon2_hasher import MEMORY_COST_KIB, TIME_COST
 from .healthcheck import DEFAULT_TIMEOUT as DEFAULT_PROBE_TIMEOUT
 from .healthcheck import ProbeError, load_probe
 from .logs import configure_logging
 from .server import StartupError, serve
-from .settings import SettingsError, load_settings
+from .settings import DEFAULT_REPLICA_LEASE, Settings, SettingsError, load_settings
 from .workers import supervise
+
+_SERVE = """\
+Start the gRPC server: Check (authz.v1.AuthzService), AdminService, health and reflection,
+over one SQLite file or a PostgreSQL database. Each flag has an environment variable (in
+brackets, with the default); a flag wins over its variable. docs/settings.md has them all."""
+
+_SERVE_ENVIRONMENT = f"""\
+settings only the environment gives:
+  AUTHZ_BOOTSTRAP_TOKEN       the bootstrap admin token itself (--bootstrap-token-file wins)
+  AUTHZ_ARGON2_TIME_COST      argon2 passes for new verifiers [{TIME_COST}]
+  AUTHZ_ARGON2_MEMORY_KIB     argon2 memory for new verifiers, in KiB [{MEMORY_COST_KIB}]
+  AUTHZ_DB_PASSWORD_FILE      with PostgreSQL: the file holding the database password
+  AUTHZ_REPLICA_LEASE         with PostgreSQL: seconds a replica keeps answering from its
+                              cache after losing the database [{DEFAULT_REPLICA_LEASE:g}]
+  GRPC_VERBOSITY              grpc's own log lines [ERROR]
+
+Unusable settings end the process with one line on stderr and exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with the exit code of a usage error its own: 2 for `serve`."""
+    """argparse, with the exit code of a usage error its own: 2 for `serve`; a subcommand's
+    unknown argument is that subcommand's usage error."""
 
     usage_exit = 2
 
@@ -27,6 +51,15 @@ class _Parser(argparse.ArgumentParser):
         """Print the usage and `message`, and exit with `usage_exit`."""
         self.print_usage(sys.stderr)
         self.exit(self.usage_exit, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(  # type: ignore[override]  # narrower than argparse's overloads
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Parse `args`; anything left over stops with this parser's usage."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
 
 
 class _ProbeParser(_Parser):
@@ -37,10 +70,18 @@ class _ProbeParser(_Parser):
 
 def _parser(probing: bool = False) -> argparse.ArgumentParser:
     kind = _ProbeParser if probing else _Parser
-    parser = kind(prog="authz-service", description=__doc__)
+    # No abbreviations: `--liste` is a typo to report, not a flag to guess.
+    parser = kind(prog="authz-service", description=__doc__, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=kind)
-    run = commands.add_parser("serve", help="start the gRPC server")
+    run = commands.add_parser(
+        "serve",
+        help="start the gRPC server",
+        description=_SERVE,
+        epilog=_SERVE_ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
     run.add_argument("--listen", help="HOST:PORT to listen on [AUTHZ_LISTEN, 127.0.0.1:50051]")
     run.add_argument(
         "--db", help="SQLite database file, or a postgresql:// URL [AUTHZ_DB, ./data/authz.db]"
@@ -55,7 +96,8 @@ def _parser(probing: bool = False) -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--bootstrap-token-file",
-        help="file holding the bootstrap admin token [or AUTHZ_BOOTSTRAP_TOKEN]",
+        help="file holding the bootstrap admin token [AUTHZ_BOOTSTRAP_TOKEN_FILE, "
+        "or AUTHZ_BOOTSTRAP_TOKEN]",
     )
     run.add_argument(
         "--metrics-listen", help="HOST:PORT for Prometheus /metrics [AUTHZ_METRICS_LISTEN, off]"
@@ -80,6 +122,7 @@ def _parser(probing: bool = False) -> argparse.ArgumentParser:
         help="ask the server's health service whether it is SERVING (exit 0) or not (exit 1)",
         description="Ask grpc.health.v1 at the server that AUTHZ_LISTEN names, with the TLS "
         "settings `serve` uses; for a container's HEALTHCHECK.",
+        allow_abbrev=False,
     )
     probe.add_argument(
         "--target", help="HOST:PORT to ask [AUTHZ_LISTEN, wildcard host as loopback]"
@@ -119,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"authz-service: {exc}", file=sys.stderr)  # noqa: T201 (the CLI's own voice)
         return 2
+    if problem := _database_directory_problem(settings):
+        print(f"authz-service: {problem}", file=sys.stderr)  # noqa: T201 (the CLI's own voice)
+        return 2
     configure_logging(settings.log_level, settings.log_format, sys.stderr)
     try:
         if settings.workers > 1:
@@ -130,8 +176,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _database_directory_problem(settings: Settings) -> str | None:
+    """Why the SQLite file's directory cannot be made, or None. Asked first, since the
+    server key is created there before the database: its error would name the key file."""
+    if settings.postgresql:
+        return None
+    directory = settings.db_path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"AUTHZ_DB/--db: cannot create {directory}, the database's directory: {exc.strerror}"
+    return None
+
+
 def _healthcheck(args: argparse.Namespace) -> int:
-    """0 when the server answers SERVING; 1 otherwise, with one line saying what it said."""
+    """0 when the server answers SERVING; 1 otherwise, with one line saying what it said.
+
+    The exit code is the answer even when the line cannot be written (a full disk, a closed
+    pipe): that failure gets a line on stderr of its own.
+    """
     try:
         probe = load_probe(
             target=args.target, service=args.service, timeout=args.timeout, environ=os.environ
@@ -140,8 +203,33 @@ def _healthcheck(args: argparse.Namespace) -> int:
         print(f"authz-service healthcheck: {exc}", file=sys.stderr)  # noqa: T201 (the CLI's own voice)
         return 1
     serving, status = probe.ask()
-    print(f"{probe.target}: {status}", file=sys.stdout if serving else sys.stderr)
+    line = f"{probe.target}: {status}\n"
+    stream = sys.stdout if serving else sys.stderr
+    try:
+        if stream is not None:
+            stream.write(line)
+            stream.flush()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is closed"
+        _discard(stream)
+        said = "SERVING" if serving else status
+        print(  # noqa: T201 (the CLI's own voice)
+            f"authz-service healthcheck: cannot write the answer ({said}): {reason}",
+            file=sys.stderr,
+        )
     return 0 if serving else 1
+
+
+def _discard(stream: TextIO) -> None:
+    """Point `stream`'s file at /dev/null, so the interpreter's last flush of what could not
+    be written fails no more (it would print "Exception ignored")."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # closed, or not a file
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

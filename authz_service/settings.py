@@ -190,11 +190,13 @@ def _workers(text: str) -> int:
 
 def _address(name: str, value: str) -> str:
     match = _LISTEN.fullmatch(value)
-    if match is None or int(match["port"]) > 65535:
+    if match is None:
         raise SettingsError(
             f"{name}: cannot parse {value!r}; expected HOST:PORT,"
             " e.g. 127.0.0.1:50051 or [::1]:50051"
         )
+    if int(match["port"]) > 65535:  # the largest TCP port
+        raise SettingsError(f"{name}: port {match['port']} out of range (0 to 65535)")
     return value
 
 

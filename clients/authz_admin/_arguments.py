@@ -27,7 +27,7 @@ tokens with Check. Tokens are read from stdin or --token-file, never from a flag
 
 exit codes: 0 success, 1 check answered DENY, 2 usage error or invalid request,
 3 no such entry, 4 admin token missing or refused, 5 no server answered,
-6 conflict (subject or token taken, stale etag, revoked entry)"""
+6 conflict (subject or token taken, stale etag, revoked entry), 7 stdout not writable"""
 
 _RESTRICTION_HELP = (
     "let the token reach PLUGIN, optionally only these permissions and actions "
@@ -37,14 +37,36 @@ _RESTRICTION_HELP = (
 
 
 def restriction(text: str) -> Restriction:
-    """A restriction in the compact form `PLUGIN[:PERM1,PERM2[:ACTION1,ACTION2]]`."""
+    """A restriction in the compact form `PLUGIN[:PERM1,PERM2[:ACTION1,ACTION2]]`.
+
+    An empty part means any; an empty item in a list (`catalog:,,`, `catalog::read,`) is
+    refused, never read as "any", and so is an item listed twice.
+    """
     try:
         parsed = Restriction.parse(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     if not parsed.plugin:
         raise argparse.ArgumentTypeError(f"{text!r}: the PLUGIN in {RESTRICTION_FORM} is missing")
+    for what, part in zip(("permission", "action"), text.split(":")[1:], strict=False):
+        if part and not all(part.split(",")):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: an empty {what} in {part!r}; list {what}s as A,B "
+                "(or leave the part empty for any)"
+            )
+    for what, items in (("permission", parsed.permissions), ("action", parsed.actions)):
+        if repeated := _repeated(items):
+            raise argparse.ArgumentTypeError(f"{text!r}: the {what} {repeated!r} is listed twice")
     return parsed
+
+
+def _repeated(items: Sequence[str]) -> str | None:
+    seen: set[str] = set()
+    for item in items:
+        if item in seen:
+            return item
+        seen.add(item)
+    return None
 
 
 def expiry(text: str) -> datetime:
@@ -108,11 +130,62 @@ class Access:
 
 
 def access_of(args: argparse.Namespace) -> Access | None:
-    """The access given by --allow and --unrestricted, or None when neither was given."""
+    """The access given by --allow and --unrestricted, or None when neither was given.
+
+    An entry has at most one restriction per plugin: two --allow for one plugin are refused.
+    """
     allowed: list[Restriction] = args.allow or []
     if not allowed and not args.unrestricted:
         return None
+    if plugin := _repeated([r.plugin for r in allowed]):
+        given = " ".join(f"--allow {str(r)!r}" for r in allowed if r.plugin == plugin)
+        raise UsageError(
+            f"the plugin {plugin!r} is given twice ({given}): an entry has one restriction per "
+            "plugin; give one --allow with all its permissions and actions"
+        )
     return Access(tuple(allowed), bool(args.unrestricted))
+
+
+def field_labels(args: argparse.Namespace) -> dict[str, str]:
+    """The server's names of request fields, as this command line gave them: the flag or
+    argument, with its value (never a token's)."""
+    labels = {
+        "token": "the new token",
+        "new_token": "the new token",
+        "description": "--description",
+        "unrestricted": "--unrestricted",
+        "access_restrictions": "--allow",
+        "etag": "--etag",
+        "reason": "--reason",
+    }
+    if args.command == "check":
+        labels |= {
+            "token": "the token to check",
+            "authorization": "the token to check",
+            "plugin": f"PLUGIN {args.plugin!r}",
+            "permission": f"--permission {args.permission!r}",
+            "action": f"--action {args.action}",
+        }
+    if getattr(args, "subject", None) is not None:
+        labels["subject"] = f"SUBJECT {args.subject!r}"
+    if getattr(args, "entry", None) is not None:
+        labels["id"] = f"ENTRY {args.entry!r}"
+    if getattr(args, "expires", None) is not None:
+        labels["expire_time"] = f"--expires {args.expires.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    for i, allowed in enumerate(getattr(args, "allow", None) or ()):
+        given = f"--allow {str(allowed)!r}"
+        path = f"access_restrictions[{i}]"
+        labels |= {
+            path: given,
+            f"{path}.plugin": f"{given}: plugin {allowed.plugin!r}",
+            f"{path}.permissions": f"{given}: permissions",
+            f"{path}.actions": f"{given}: actions",
+        }
+        for j, permission in enumerate(allowed.permissions):
+            labels[f"{path}.permissions[{j}]"] = f"{given}: permission {permission!r}"
+        for j, action in enumerate(allowed.actions):
+            labels[f"{path}.actions[{j}]"] = f"{given}: action {action!r}"
+    return labels
 
 
 _UPDATABLE = ("description", "restrictions", "unrestricted", "expire_time")
@@ -164,6 +237,20 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser: an argument it does not know is its own usage error, so the usage
+    printed is the command's, not the top-level one."""
+
+    def parse_known_args(  # type: ignore[override]  # narrower than argparse's overloads
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Parse `args`; anything left over stops with this command's usage (exit 2)."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def _installed_version() -> str:
     """The version of the installed project (the admin client ships with the server)."""
     try:
@@ -185,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[output, connection, admin],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_installed_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=CommandParser
+    )
     # No abbreviations: `--token X` must never quietly mean `--token-file X`.
     add = functools.partial(commands.add_parser, allow_abbrev=False)
     admin_parents = [output, connection, admin]
@@ -269,12 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _common_flags(
     *, json: bool = False, connection: bool = False, admin: bool = False
-) -> argparse.ArgumentParser:
+) -> CommandParser:
     # SUPPRESS keeps a flag given before the command from being reset by the subcommand's
     # parser, which knows the same flag.
-    flags = argparse.ArgumentParser(
-        add_help=False, allow_abbrev=False, argument_default=argparse.SUPPRESS
-    )
+    flags = CommandParser(add_help=False, allow_abbrev=False, argument_default=argparse.SUPPRESS)
     if json:
         flags.add_argument("--json", action="store_true", help="print JSON for scripts")
     if connection:

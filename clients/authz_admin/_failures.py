@@ -6,8 +6,11 @@ no message built here ever holds a token.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import IntEnum
+
+import grpc
 
 from authz_client import (
     Aborted,
@@ -33,6 +36,7 @@ class ExitCode(IntEnum):
     NOT_AUTHORIZED = 4  # the admin token is missing, unknown or under-scoped
     NO_SERVER = 5  # nothing answered, in time or at all, or the server failed
     CONFLICT = 6  # the entry's current state is in the way
+    OUTPUT = 7  # the result could not be written to stdout
 
 
 class CommandError(Exception):
@@ -79,6 +83,16 @@ class Conflict(CommandError):
     exit_code = ExitCode.CONFLICT
 
 
+class OutputError(CommandError):
+    """The result could not be written to stdout: it is closed, a full disk, a closed pipe."""
+
+    exit_code = ExitCode.OUTPUT
+
+
+AUTHZ_SERVICE = "authz.v1.AuthzService"
+ADMIN_SERVICE = "authz.v1.AdminService"
+
+
 @dataclass(frozen=True, slots=True)
 class Situation:
     """What a message needs to know to say what to do next."""
@@ -87,6 +101,16 @@ class Situation:
     timeout: float
     permissions: str  # the admin permissions the command needs, in words
     entry: str | None = None  # the id or subject the command was given
+    # The server's names of request fields, as the command line's flags and values say them.
+    fields: Mapping[str, str] = field(default_factory=dict)
+    # The service the command calls (Check for `check`, else AdminService), and, after an
+    # UNIMPLEMENTED, the services the target's health service knows (None: not asked).
+    service: str = ADMIN_SERVICE
+    serves: frozenset[str] | None = None
+
+    def given(self, name: str) -> str:
+        """A request field the server named, as this command line gave it."""
+        return self.fields.get(name.removeprefix("entry."), name)
 
 
 def explain(error: AuthzClientError, situation: Situation) -> CommandError:  # noqa: PLR0911 (one per status)
@@ -96,8 +120,8 @@ def explain(error: AuthzClientError, situation: Situation) -> CommandError:  # n
     if isinstance(error, InvalidArgument):
         if error.violations:
             return UsageError(
-                "the server refused the request; fix these fields and run it again:",
-                *(f"{v.field}: {v.description}" for v in error.violations),
+                "the server refused the request; fix these and run it again:",
+                *(f"{situation.given(v.field)}: {v.description}" for v in error.violations),
             )
         return UsageError(f"the server refused the request: {server_said}")
     if isinstance(error, NotFound):
@@ -105,11 +129,7 @@ def explain(error: AuthzClientError, situation: Situation) -> CommandError:  # n
             f"no entry {entry!r} ({server_said}): `authz-admin list --all` shows every entry"
         )
     if isinstance(error, AlreadyExists):
-        if server_said.startswith("token"):
-            hint = "use a fresh token, e.g. from `authz-admin gen-token`: tokens are never reused"
-        else:
-            hint = "pick another subject, or revoke the entry that holds it first"
-        return Conflict(f"{server_said}: {hint}")
+        return _taken(server_said, situation)
     if isinstance(error, Aborted):
         return Conflict(
             "the entry changed since it was read (stale etag): re-read it with "
@@ -134,6 +154,8 @@ def explain(error: AuthzClientError, situation: Situation) -> CommandError:  # n
             f"no answer from {situation.target} within {situation.timeout:g} s: is "
             "`authz-service serve` running there? Raise --timeout if it is only slow"
         )
+    if error.code == grpc.StatusCode.UNIMPLEMENTED:
+        return _unimplemented(server_said, situation)
     return NoServer(
         f"the server at {situation.target} failed the call ({error.code.name}: {server_said}): "
         "is it an authz-service? Its log says more"
@@ -155,4 +177,38 @@ def _unavailable(details: str, target: str) -> NoServer:
     return NoServer(
         f"the server at {target} cannot serve the call now ({details}): "
         "try again shortly; if it persists, its log says more"
+    )
+
+
+def _taken(server_said: str, situation: Situation) -> Conflict:
+    """A subject or token in use: the advice differs, and the server's words say which."""
+    name, colon, why = server_said.partition(": ")
+    taken = f"{situation.given(name)}: {why}" if colon else server_said
+    if name in {"token", "new_token"}:
+        hint = "use a fresh one: --generate, or one from `authz-admin gen-token`"
+    else:
+        hint = "pick another subject, or revoke the entry that holds it first"
+    return Conflict(f"{taken}; {hint}")
+
+
+def _unimplemented(details: str, situation: Situation) -> NoServer:
+    """The target does not serve the call: another listener of the same server may."""
+    target, wanted = situation.target, situation.service
+    other = AUTHZ_SERVICE if wanted == ADMIN_SERVICE else ADMIN_SERVICE
+    serves = situation.serves or frozenset()
+    if other in serves and wanted not in serves:
+        if wanted == ADMIN_SERVICE:
+            return NoServer(
+                f"{target} does not serve AdminService: its server has an admin listener "
+                "(AUTHZ_ADMIN_LISTEN, --admin-listen), and admin commands go to that port; "
+                "point --target (or AUTHZ_TARGET) at it"
+            )
+        return NoServer(
+            f"{target} serves AdminService alone: it is a server's admin listener "
+            "(AUTHZ_ADMIN_LISTEN, --admin-listen); `check` asks Check on the main port "
+            "(AUTHZ_LISTEN): point --target (or AUTHZ_TARGET) at that one"
+        )
+    return NoServer(
+        f"the server at {target} does not serve {wanted} (UNIMPLEMENTED: {details}): "
+        "is it an authz-service?"
     )

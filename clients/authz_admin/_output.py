@@ -2,7 +2,8 @@
 
 Results go to stdout; warnings and errors to stderr. Timestamps are ISO 8601 in UTC. Nothing
 here prints a token except `token` and `entry(..., token=...)`, which the commands call only
-for `gen-token` and `--generate`.
+for `gen-token` and `--generate`. Each result is flushed as it is written, so a stdout that
+cannot take it (closed, a full disk, a closed pipe) is an OutputError there and then.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, TextIO
 
 from authz_client import CheckResult, Entry
 
-from ._failures import CommandError
+from ._failures import CommandError, OutputError
 
 LIST_COLUMNS = ("ID", "SUBJECT", "STATE", "RESTRICTIONS", "EXPIRES", "LAST USED")
 NONE = "-"
@@ -58,10 +59,16 @@ def check_dict(result: CheckResult) -> dict[str, Any]:
 class Output:
     """Writes results in the chosen format to `stdout`, and messages to `stderr`."""
 
-    def __init__(self, stdout: TextIO, stderr: TextIO, *, as_json: bool) -> None:
+    def __init__(self, stdout: TextIO | None, stderr: TextIO | None, *, as_json: bool) -> None:
+        # None is a closed stream: Python's sys.stdout when the shell closed it (`>&-`).
         self.stdout = stdout
         self.stderr = stderr
         self.as_json = as_json
+
+    def ready(self) -> None:
+        """OutputError now if stdout is closed: asked before a call whose result (a generated
+        token) can be shown only once."""
+        self._open_stdout()
 
     def entry(self, entry: Entry, token: str | None = None) -> None:
         """One entry; with `token`, the just generated token too (its only showing)."""
@@ -89,7 +96,7 @@ class Output:
         rows.append(("etag", entry.etag))
         if token is not None:
             rows.append(("token", token))
-        self.stdout.write(table(rows))
+        self._write(table(rows))
 
     def entries(self, entries: Sequence[Entry]) -> None:
         """A list of entries: a table, or a JSON array."""
@@ -107,35 +114,62 @@ class Output:
             )
             for e in entries
         ]
-        self.stdout.write(table(rows))
+        self._write(table(rows))
 
     def check(self, result: CheckResult) -> None:
         """Check's answer: decision, HTTP status, reason, and who on ALLOW."""
         if self.as_json:
             self._json(check_dict(result))
         elif result.allowed:
-            self.stdout.write(
+            self._write(
                 f"ALLOW  {result.http_status}  subject {result.subject} (entry {result.entry_id})\n"
             )
         else:
-            self.stdout.write(f"DENY  {result.http_status}  {result.reason}\n")
+            self._write(f"DENY  {result.http_status}  {result.reason}\n")
 
     def token(self, token: str) -> None:
         """A token from `gen-token`."""
         if self.as_json:
             self._json({"token": token})
         else:
-            self.stdout.write(token + "\n")
+            self._write(token + "\n")
 
     def warn(self, message: str) -> None:
         """A warning on stderr."""
-        self.stderr.write(f"authz-admin: warning: {message}\n")
+        self._say(f"authz-admin: warning: {message}\n")
 
     def error(self, failure: CommandError) -> None:
         """An error on stderr: what went wrong and what to do next, then any details."""
-        self.stderr.write(f"authz-admin: error: {failure.message}\n")
-        for detail in failure.details:
-            self.stderr.write(f"  {detail}\n")
+        self._say(
+            "".join(
+                [f"authz-admin: error: {failure.message}\n"]
+                + [f"  {detail}\n" for detail in failure.details]
+            )
+        )
 
     def _json(self, data: Any) -> None:
-        self.stdout.write(json.dumps(data, indent=2) + "\n")
+        self._write(json.dumps(data, indent=2) + "\n")
+
+    def _open_stdout(self) -> TextIO:
+        if self.stdout is None or self.stdout.closed:
+            raise OutputError("cannot write to stdout: it is closed")
+        return self.stdout
+
+    def _write(self, text: str) -> None:
+        stdout = self._open_stdout()
+        try:
+            stdout.write(text)
+            stdout.flush()
+        except (OSError, ValueError) as error:  # ValueError: the stream was closed
+            reason = error.strerror if isinstance(error, OSError) else "it is closed"
+            raise OutputError(f"cannot write to stdout: {reason or error}") from None
+
+    def _say(self, text: str) -> None:
+        # A stderr that cannot take a message leaves nowhere to say so: the exit code tells.
+        if self.stderr is None:
+            return
+        try:
+            self.stderr.write(text)
+            self.stderr.flush()
+        except (OSError, ValueError):
+            pass

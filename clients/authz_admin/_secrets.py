@@ -58,11 +58,19 @@ def read_token(
         token = strip_one_newline(stdin.read())
         source = "stdin"
     if not token:
-        raise UsageError(
-            f"no {what} on {source}: pipe it into stdin (e.g. from `authz-admin gen-token`)"
-            " or pass --token-file FILE; a token is never taken from a flag value"
-        )
+        raise UsageError(_nothing_read(what, source, new=confirm))
     return token
+
+
+def _nothing_read(what: str, source: str, *, new: bool) -> str:
+    """What to do when `source` gave no token: the other ways in, not the one just tried."""
+    generate = ", or use --generate" if new else ""
+    if source.startswith("--token-file"):
+        return f"{source} holds no {what}: put the token in it, or pipe it into stdin{generate}"
+    return (
+        f"no {what} on {source}: pipe it into stdin or pass --token-file FILE{generate}; "
+        "a token is never taken from a flag value"
+    )
 
 
 def read_admin_token(
@@ -76,6 +84,11 @@ def read_admin_token(
             raise NotAuthorized(
                 f"--admin-token-file {admin_token_file} is empty: put a token with {needs} in it"
             )
+        if problem := _header_problem(token):
+            raise UsageError(
+                f"--admin-token-file {admin_token_file}: once its one trailing newline is "
+                f"stripped, the token {problem}: put the token alone in the file"
+            )
         return token
     token = environ.get("AUTHZ_ADMIN_TOKEN", "")
     if not token:
@@ -83,7 +96,19 @@ def read_admin_token(
             "no admin token: set AUTHZ_ADMIN_TOKEN, or pass --admin-token-file FILE, "
             f"to a token with {needs}"
         )
+    if problem := _header_problem(token):
+        raise UsageError(f"AUTHZ_ADMIN_TOKEN: the token {problem}: set it to the token alone")
     return token
+
+
+def _header_problem(token: str) -> str | None:
+    """Why `token` cannot travel in an `authorization` header, or None. Found here, before
+    anything is sent, rather than as grpc's INTERNAL "Invalid metadata"."""
+    if any(c.isspace() for c in token):
+        return "holds whitespace (a newline, a space or a tab), which no token has"
+    if not all("!" <= c <= "~" for c in token):
+        return "holds characters other than printable ASCII, which a header cannot carry"
+    return None
 
 
 def _read_file(path: str, flag: str) -> str:

@@ -6,8 +6,14 @@ tokens come from, the settings, the output formats and the exit codes.
 
 from __future__ import annotations
 
-import argparse
 import os
+
+# grpc reads GRPC_VERBOSITY once, when it is first imported (just below): its own INFO lines,
+# such as a refused TLS handshake, stay off the terminal unless the operator asks for them.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
@@ -21,11 +27,22 @@ from ._arguments import (
     DEFAULT_TIMEOUT,
     RESTRICTION_FORM,
     access_of,
+    field_labels,
     parse_arguments,
     update_fields,
 )
 from ._entries import by_subject, find_entry, looks_like_id
-from ._failures import CommandError, ExitCode, Situation, UsageError, explain
+from ._failures import (
+    ADMIN_SERVICE,
+    AUTHZ_SERVICE,
+    CommandError,
+    ExitCode,
+    OutputError,
+    Situation,
+    UsageError,
+    explain,
+)
+from ._listeners import services_at
 from ._output import Output
 from ._secrets import generate_token, read_admin_token, read_token
 
@@ -50,6 +67,8 @@ GENERATED_WARNING = (
     "the token printed above is shown this once and can never be shown again: "
     "store it in your secrets manager now (if it is lost, `authz-admin rotate` sets a new one)"
 )
+# The revoke reason of an entry created with --generate whose token could not be shown.
+UNSHOWN_REASON = "authz-admin: the generated token could not be written to stdout"
 
 
 # A command reads and checks its local input first, then returns the part that talks to the
@@ -65,10 +84,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args, out, os.environ, sys.stdin)
     except CommandError as failure:
         out.error(failure)
+        if isinstance(failure, OutputError):
+            _discard_stdout()
         return failure.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("\n")
         return INTERRUPTED
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what could not be
+    written fails no more (it would print "Exception ignored")."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # closed, or not a file
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def run(
@@ -88,13 +121,24 @@ def run(
         else read_admin_token(args.admin_token_file, environ, needs=needs)
     )
     credentials = channel_credentials(args, environ)
-    situation = Situation(target, timeout, needs, getattr(args, "entry", None))
+    situation = Situation(
+        target,
+        timeout,
+        needs,
+        getattr(args, "entry", None),
+        fields=field_labels(args),
+        service=AUTHZ_SERVICE if args.command == "check" else ADMIN_SERVICE,
+    )
     try:
         with AuthzClient(
             target, admin_token=admin_token, timeout=timeout, credentials=credentials
         ) as client:
             return remote(client)
     except AuthzClientError as error:
+        if error.code == grpc.StatusCode.UNIMPLEMENTED:
+            # Perhaps the other listener of a server with an admin listener: ask which.
+            serves = services_at(target, credentials, timeout)
+            situation = dataclasses.replace(situation, serves=serves)
         raise explain(error, situation) from None
 
 
@@ -131,6 +175,8 @@ def _create(args: argparse.Namespace, out: Output, stdin: TextIO) -> Remote:
     token = _new_token(args, stdin)
 
     def create(client: AuthzClient) -> ExitCode:
+        if args.generate:
+            _ready_to_show(out)  # no entry is made for a token that could not be shown
         entry = client.create_entry(
             args.subject,
             token,
@@ -139,10 +185,44 @@ def _create(args: argparse.Namespace, out: Output, stdin: TextIO) -> Remote:
             description=args.description,
             expire_time=args.expires,
         )
-        _show_with_new_token(args, out, entry, token)
+        if not args.generate:  # the admin holds the token they gave: it is never shown
+            _show_written(out, entry, "was created")
+            return ExitCode.OK
+        try:
+            out.entry(entry, token=token)
+        except OutputError as failure:
+            raise _withdrawn(client, entry, failure) from None
+        out.warn(GENERATED_WARNING)
         return ExitCode.OK
 
     return create
+
+
+def _ready_to_show(out: Output) -> None:
+    try:
+        out.ready()
+    except OutputError as failure:
+        raise OutputError(
+            f"{failure.message}, so a generated token could not be shown: nothing was sent"
+        ) from None
+
+
+def _withdrawn(client: AuthzClient, entry: Entry, failure: OutputError) -> OutputError:
+    """Revoke an entry just created for a generated token that could not be shown: no one
+    holds that token, so the entry must not stay in force."""
+    unshown = f"{failure.message}, so the generated token was not shown"
+    try:
+        client.revoke_entry(entry.id, UNSHOWN_REASON)
+    except AuthzClientError as error:
+        return OutputError(
+            f"{unshown}; the entry {entry.id} ({entry.subject}) was created for it and could "
+            f"not be revoked ({error.message}): have it revoked with `authz-admin revoke "
+            f"{entry.id}` (no one holds its token), then create it again"
+        )
+    return OutputError(
+        f"{unshown}; the entry {entry.id} just created for it was revoked at once: run the "
+        "command again with a stdout that can be written"
+    )
 
 
 def _get(args: argparse.Namespace, out: Output, stdin: TextIO) -> Remote:
@@ -168,7 +248,7 @@ def _update(args: argparse.Namespace, out: Output, stdin: TextIO) -> Remote:
 
     def update(client: AuthzClient) -> ExitCode:
         entry = find_entry(client, args.entry)
-        out.entry(client.update_entry(entry.id, args.etag or entry.etag, **fields))
+        _show_written(out, client.update_entry(entry.id, args.etag or entry.etag, **fields))
         return ExitCode.OK
 
     return update
@@ -179,8 +259,22 @@ def _rotate(args: argparse.Namespace, out: Output, stdin: TextIO) -> Remote:
 
     def rotate(client: AuthzClient) -> ExitCode:
         entry = find_entry(client, args.entry)
+        if args.generate:
+            _ready_to_show(out)  # no token is retired for one that could not be shown
         rotated = client.rotate_token(entry.id, args.etag or entry.etag, token)
-        _show_with_new_token(args, out, rotated, token)
+        if not args.generate:
+            _show_written(out, rotated, "has its new token")
+            return ExitCode.OK
+        try:
+            out.entry(rotated, token=token)
+        except OutputError as failure:
+            raise OutputError(
+                f"{failure.message}, so the generated token was not shown; the entry "
+                f"{rotated.id} ({rotated.subject}) was rotated to it all the same: its old "
+                "token no longer works and no one holds the new one. Rotate it again with a "
+                f"stdout that can be written: `authz-admin rotate {rotated.id} --generate`"
+            ) from None
+        out.warn(GENERATED_WARNING)
         return ExitCode.OK
 
     return rotate
@@ -190,13 +284,14 @@ def _revoke(args: argparse.Namespace, out: Output, stdin: TextIO) -> Remote:
     def revoke(client: AuthzClient) -> ExitCode:
         if looks_like_id(args.entry):
             try:
-                out.entry(client.revoke_entry(args.entry, args.reason))
+                revoked = client.revoke_entry(args.entry, args.reason)
             except NotFound:
                 pass  # a subject may look like an id too
             else:
+                _show_written(out, revoked, "is revoked")
                 return ExitCode.OK
         entry = by_subject(list(client.iter_entries(include_revoked=True)), args.entry)
-        out.entry(client.revoke_entry(entry.id, args.reason))
+        _show_written(out, client.revoke_entry(entry.id, args.reason), "is revoked")
         return ExitCode.OK
 
     return revoke
@@ -207,7 +302,12 @@ def _check(args: argparse.Namespace, out: Output, stdin: TextIO) -> Remote:
 
     def check(client: AuthzClient) -> ExitCode:
         result = client.check(token, args.plugin, args.permission, args.action)
-        out.check(result)
+        try:
+            out.check(result)
+        except OutputError as failure:
+            # Exit 7, not 0 or 1: a script must not read a decision into lost output.
+            said = "ALLOW" if result.allowed else f"DENY {result.http_status} {result.reason}"
+            raise OutputError(f"{failure.message}; Check answered {said}") from None
         return ExitCode.OK if result.allowed else ExitCode.DENIED
 
     return check
@@ -219,13 +319,15 @@ def _new_token(args: argparse.Namespace, stdin: TextIO) -> str:
     return read_token(args.token_file, stdin, what="new token", confirm=True)
 
 
-def _show_with_new_token(args: argparse.Namespace, out: Output, entry: Entry, token: str) -> None:
-    # Only a generated token is shown, and only now: one the admin supplied they already hold.
-    if args.generate:
-        out.entry(entry, token=token)
-        out.warn(GENERATED_WARNING)
-    else:
+def _show_written(out: Output, entry: Entry, done: str = "was updated") -> None:
+    """Show an entry a write just changed; when stdout fails, say the write took effect."""
+    try:
         out.entry(entry)
+    except OutputError as failure:
+        raise OutputError(
+            f"the entry {entry.id} ({entry.subject}) {done}, but {failure.message}: "
+            f"`authz-admin get {entry.id}` shows it"
+        ) from None
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Output, TextIO], Remote]] = {

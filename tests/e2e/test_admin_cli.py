@@ -302,6 +302,27 @@ def _reused_token(cli: AdminCli) -> Run:
     return cli("create", "second-holder", "--allow", "catalog", stdin="reused-token-0123456789")
 
 
+def _empty_token_file(cli: AdminCli) -> Run:
+    path = cli.file("empty.token", "\n")
+    run = cli("check", "catalog", "--token-file", path, *NOWHERE)
+    assert run.stderr.count("--token-file") == 1  # the file is named, not suggested again
+    return run
+
+
+def _stdout_full(cli: AdminCli) -> Run:
+    with Path("/dev/full").open("w") as full:
+        completed = subprocess.run(
+            [str(ADMIN_CLI), "list"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli.env,
+            timeout=60,
+            check=False,
+        )
+    return Run(("list",), completed.returncode, "", completed.stderr)
+
+
 NOWHERE = ("--target", "127.0.0.1:1", "--timeout", "0.5")
 SCENARIOS = {
     "0-success": Scenario(0, lambda cli: cli("get", "bootstrap-admin"), ("bootstrap-admin",)),
@@ -329,10 +350,58 @@ SCENARIOS = {
     "2-no-token-to-check": Scenario(
         2, lambda cli: cli("check", "catalog", *NOWHERE), ("no token to check",)
     ),
-    "2-invalid-argument-names-every-field": Scenario(
+    "2-empty-token-file": Scenario(2, _empty_token_file, ("holds no token to check", "stdin")),
+    "2-empty-item-in-a-restriction": Scenario(
         2,
-        lambda cli: cli("create", "bad subject", "--allow", "catalog:Bad!", stdin="short"),
-        ("\n  subject: ", "\n  token: ", "\n  access_restrictions[0].permissions[0]: "),
+        lambda cli: cli("create", "x", "--allow", "catalog:,,", *NOWHERE, stdin="tok-12345"),
+        ("an empty permission in ',,'", "usage: authz-admin create "),
+    ),
+    "2-one-plugin-allowed-twice": Scenario(
+        2,
+        lambda cli: cli(
+            "create",
+            "x",
+            "--allow",
+            "catalog",
+            "--allow",
+            "catalog::read",
+            *NOWHERE,
+            stdin="tok-12345",
+        ),
+        ("the plugin 'catalog' is given twice",),
+    ),
+    "2-admin-token-with-a-newline-before-any-call": Scenario(
+        2,
+        lambda cli: cli("list", *NOWHERE, env={"AUTHZ_ADMIN_TOKEN": "admin-token\n-rest"}),
+        ("AUTHZ_ADMIN_TOKEN: the token holds whitespace",),
+    ),
+    "2-admin-token-file-with-two-newlines-before-any-call": Scenario(
+        2,
+        lambda cli: cli(
+            "list",
+            "--admin-token-file",
+            cli.file("admin.token", BOOTSTRAP_TOKEN + "\n\n"),
+            *NOWHERE,
+        ),
+        ("admin.token: once its one trailing newline is stripped, the token holds whitespace",),
+    ),
+    "2-invalid-argument-names-every-field-as-its-flag": Scenario(
+        2,
+        lambda cli: cli(
+            "create",
+            "bad subject",
+            "--allow",
+            "catalog:Bad!",
+            "--expires",
+            "2001-01-01",
+            stdin="short",
+        ),
+        (
+            "\n  SUBJECT 'bad subject': ",
+            "\n  the new token: ",
+            "\n  --allow 'catalog:Bad!': permission 'Bad!': ",
+            "\n  --expires 2001-01-01T00:00:00Z: must be in the future",
+        ),
     ),
     "3-unknown-subject": Scenario(
         3, lambda cli: cli("get", "no-such-entry"), ("'no-such-entry'", "list --all")
@@ -365,9 +434,10 @@ SCENARIOS = {
     "5-no-answer-in-time": Scenario(5, _silent, ("within 0.5 s", "--timeout")),
     "5-not-an-authz-service": Scenario(5, _not_an_authz_service, ("UNIMPLEMENTED",)),
     "6-subject-taken": Scenario(6, _taken_subject, ("pick another subject",)),
-    "6-token-reused": Scenario(6, _reused_token, ("never reused",)),
+    "6-token-reused": Scenario(6, _reused_token, ("never reused", "--generate")),
     "6-stale-etag": Scenario(6, _stale_etag, ("re-read it with `authz-admin get moving`",)),
     "6-revoked-entry": Scenario(6, _revoked_update, ("create a new entry",)),
+    "7-stdout-unwritable": Scenario(7, _stdout_full, ("cannot write to stdout: No space left",)),
 }
 
 
@@ -390,6 +460,7 @@ def test_each_documented_exit_code_is_reached_with_a_message_saying_what_to_do(
     if scenario.code >= 2:
         assert run.stdout == ""
         assert "Traceback" not in run.stderr
+        assert "Exception ignored" not in run.stderr
 
 
 def help_text(*command: str) -> str:

@@ -10,14 +10,31 @@ import io
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
+import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authz_admin._arguments import parse_arguments, restriction, update_fields
+from authz_admin._arguments import (
+    access_of,
+    field_labels,
+    parse_arguments,
+    restriction,
+    update_fields,
+)
 from authz_admin._entries import by_subject, looks_like_id
-from authz_admin._failures import EntryNotFound, ExitCode, Situation, UsageError, explain
-from authz_admin._secrets import generate_token, read_token, strip_one_newline
+from authz_admin._failures import (
+    ADMIN_SERVICE,
+    AUTHZ_SERVICE,
+    EntryNotFound,
+    ExitCode,
+    OutputError,
+    Situation,
+    UsageError,
+    explain,
+)
+from authz_admin._output import Output
+from authz_admin._secrets import generate_token, read_admin_token, read_token, strip_one_newline
 from authz_client import (
     ACTIONS,
     KEEP,
@@ -61,6 +78,38 @@ def test_the_compact_restriction_form_reads_plugin_permissions_and_actions(
 def test_a_restriction_without_a_plugin_or_with_a_bad_action_or_part_is_refused(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         restriction(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("catalog:,,", "an empty permission in ',,'"),
+        ("catalog:a,,b", "an empty permission in 'a,,b'"),
+        ("catalog::read,", "an empty action in 'read,'"),
+        ("catalog:,:read", "an empty permission in ','"),
+        ("catalog:a.b,a.b", "the permission 'a.b' is listed twice"),
+        ("catalog::read,READ", "the action 'read' is listed twice"),
+    ],
+)
+def test_an_empty_or_repeated_item_in_a_restriction_is_refused_not_read_as_any(
+    text: str, said: str
+) -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as refused:
+        restriction(text)
+    assert said in str(refused.value)
+
+
+@pytest.mark.parametrize("text", ["catalog:", "catalog::", "catalog::read"])
+def test_an_empty_part_of_a_restriction_still_means_any(text: str) -> None:
+    assert restriction(text).permissions == ()
+
+
+def test_two_allows_for_one_plugin_are_refused_naming_the_plugin() -> None:
+    args = parse_arguments(["create", "s", "--allow", "catalog", "--allow", "catalog::read"])
+    with pytest.raises(UsageError) as refused:
+        access_of(args)
+    assert "the plugin 'catalog' is given twice" in refused.value.message
+    assert "--allow 'catalog::read'" in refused.value.message
 
 
 words = st.from_regex(r"[a-z][a-z0-9]{0,8}(\.[a-z][a-z0-9]{0,8}){0,2}", fullmatch=True)
@@ -126,6 +175,22 @@ def test_flags_are_never_abbreviated_so_token_cannot_mean_token_file() -> None:
     with pytest.raises(SystemExit) as exit_:
         parse_arguments(["check", "catalog", "--token-f", "path"])
     assert exit_.value.code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["create", "sync", "--bogus"], ["rotate", "sync", "--bogus=1"], ["list", "extra"]],
+)
+def test_an_unknown_argument_of_a_command_prints_that_commands_usage(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = next(a for a in argv if not a.startswith("-"))
+    with pytest.raises(SystemExit) as exit_:
+        parse_arguments(argv)
+    assert exit_.value.code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: authz-admin {command} ")
+    assert f"authz-admin {command}: error: unrecognized arguments: " in err
 
 
 @pytest.mark.parametrize(
@@ -217,6 +282,19 @@ def test_empty_token_input_is_a_usage_error_that_names_the_ways_in() -> None:
     assert "--token-file" in failure.value.message
 
 
+@pytest.mark.parametrize(
+    "token", ["admin-token\nrest-of-it", "admin-token-0123\n", "admin token", "admin-tökén-123"]
+)
+def test_an_admin_token_a_header_cannot_carry_is_a_usage_error_naming_its_source(
+    token: str,
+) -> None:
+    with pytest.raises(UsageError) as failure:
+        read_admin_token(None, {"AUTHZ_ADMIN_TOKEN": token}, needs="authz.entry.read")
+    assert failure.value.exit_code == ExitCode.USAGE
+    assert failure.value.message.startswith("AUTHZ_ADMIN_TOKEN: the token holds ")
+    assert token not in failure.value.message
+
+
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
@@ -286,6 +364,7 @@ SITUATION = Situation("127.0.0.1:50051", 5.0, "authz.entry.create", "catalog-syn
         (NotFound("no entry has this id"), 3, "list --all"),
         (AlreadyExists("subject: taken"), 6, "pick another subject"),
         (AlreadyExists("token: already in use"), 6, "gen-token"),
+        (AlreadyExists("new_token: already in use"), 6, "--generate"),
         (Aborted("etag: stale"), 6, "authz-admin get catalog-sync"),
         (FailedPrecondition("a revoked entry cannot be updated"), 6, "create a new entry"),
         (Unauthenticated("admin token rejected"), 4, "AUTHZ_ADMIN_TOKEN"),
@@ -312,3 +391,86 @@ def test_version_prints_the_installed_version_and_exits_0(
         parse_arguments(where)
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"authz-admin {importlib.metadata.version('authz-service')}\n"
+
+
+@pytest.mark.parametrize("name", ["token", "new_token"])
+def test_a_token_in_use_is_advised_a_fresh_token_and_never_another_subject(name: str) -> None:
+    said = f"{name}: already in use or retired (tokens are never reused)"
+    message = explain(AlreadyExists(said), SITUATION).message
+    assert "subject" not in message
+    assert message.count("never reused") == 1
+    assert "--generate" in message
+
+
+def test_a_field_the_server_names_is_said_as_the_flag_that_gave_it_with_its_value() -> None:
+    args = parse_arguments(
+        [
+            "update", "sync", "--allow", "catalog:Bad!:read", "--allow", "Events",
+            "--expires", "2001-01-01",
+        ]
+    )  # fmt: skip
+    refused = InvalidArgument(
+        "bad",
+        (
+            FieldViolation("entry.access_restrictions[0].permissions[0]", "must be words"),
+            FieldViolation("entry.access_restrictions[1].plugin", "must be lowercase"),
+            FieldViolation("entry.expire_time", "must be in the future"),
+            FieldViolation("entry.unknown_field", "is odd"),
+        ),
+    )
+    failure = explain(refused, Situation("t", 5.0, "", fields=field_labels(args)))
+    assert failure.details == (
+        "--allow 'catalog:Bad!:read': permission 'Bad!': must be words",
+        "--allow 'Events': plugin 'Events': must be lowercase",
+        "--expires 2001-01-01T00:00:00Z: must be in the future",
+        "entry.unknown_field: is odd",
+    )
+
+
+def test_a_check_field_the_server_names_is_said_as_its_argument() -> None:
+    args = parse_arguments(["check", "Bad!", "--permission", "p q"])
+    refused = InvalidArgument("bad", (FieldViolation("plugin", "must be lowercase"),))
+    failure = explain(refused, Situation("t", 5.0, "", fields=field_labels(args)))
+    assert failure.details == ("PLUGIN 'Bad!': must be lowercase",)
+    assert field_labels(args)["permission"] == "--permission 'p q'"
+
+
+UNIMPLEMENTED = ServerError("Method not found!")
+UNIMPLEMENTED.code = grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize(
+    ("service", "serves", "said"),
+    [
+        (ADMIN_SERVICE, {AUTHZ_SERVICE}, "admin commands go to that port"),
+        (AUTHZ_SERVICE, {ADMIN_SERVICE}, "`check` asks Check on the main port"),
+        (ADMIN_SERVICE, set(), "is it an authz-service?"),
+        (AUTHZ_SERVICE, {AUTHZ_SERVICE, ADMIN_SERVICE}, "is it an authz-service?"),
+    ],
+)
+def test_an_unimplemented_call_says_which_listener_serves_it(
+    service: str, serves: set[str], said: str
+) -> None:
+    situation = Situation("h:1", 5.0, "", service=service, serves=frozenset(serves))
+    failure = explain(UNIMPLEMENTED, situation)
+    assert failure.exit_code == ExitCode.NO_SERVER
+    assert said in failure.message
+
+
+class FullStream(io.StringIO):
+    """A stream on a full disk: every write fails as /dev/full's do."""
+
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("stdout", [FullStream(), None])
+def test_a_result_stdout_cannot_take_is_an_output_error_that_is_never_0_or_1(
+    stdout: io.StringIO | None,
+) -> None:
+    out = Output(stdout, io.StringIO(), as_json=False)
+    with pytest.raises(OutputError) as failure:
+        out.token(generate_token())
+    assert failure.value.exit_code == ExitCode.OUTPUT
+    assert failure.value.exit_code not in {ExitCode.OK, ExitCode.DENIED}
+    assert failure.value.message.startswith("cannot write to stdout: ")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from authz_service.cli import main as service_main
 from authz_service.core import decision
 from authz_service.core.decision import Decision, Reason
 
@@ -87,6 +88,19 @@ def test_every_server_setting_is_documented_on_the_settings_page() -> None:
     assert "AUTHZ_TLS_SERVER_NAME" in names
     missing = sorted(name for name in names if name not in settings_page and name != "--version")
     assert missing == []
+
+
+def test_serve_help_and_the_settings_page_name_the_same_variables(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        service_main(["serve", "--help"])
+    assert exited.value.code == 0
+    in_help = set(re.findall(r"AUTHZ_[A-Z0-9_]+", capsys.readouterr().out))
+    section = _section((DOCS / "settings.md").read_text(), "`authz-service serve`")
+    on_page = set(re.findall(r"AUTHZ_[A-Z0-9_]+", section))
+    assert "AUTHZ_REPLICA_LEASE" in in_help
+    assert in_help == on_page
 
 
 def test_every_check_reason_is_in_the_api_page_with_its_http_status_and_code() -> None:
