@@ -183,7 +183,7 @@ def _database_directory_problem(settings: Settings) -> str | None:
         return None
     directory = settings.db_path.parent
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         return f"AUTHZ_DB/--db: cannot create {directory}, the database's directory: {exc.strerror}"
     return None

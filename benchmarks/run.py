@@ -2,10 +2,12 @@
 measured in the same run, on this machine, with the same load generator.
 
     python3 dev.py bench            # the full run (a few minutes)
-    python3 dev.py bench --smoke    # every scenario, tiny sizes, seconds
+    python3 dev.py bench --smoke    # every scenario, tiny sizes, about a minute; judges nothing
 
 Prints a table (scenario, calls/s, p50, p99, ratio, target, PASS/FAIL) and writes it as JSON
 (benchmarks/results/latest.json unless --json says otherwise). Exit code 1 if a target fails.
+A smoke run only shows that every scenario runs: its sizes are too small to judge a target, so
+its result column says "smoke" and it exits 0.
 """
 
 from __future__ import annotations
@@ -493,7 +495,7 @@ def _p99_row(name: str, load: Load, idle: Load) -> Row:
     )
 
 
-def table(rows: list[Row]) -> str:
+def table(rows: list[Row], *, judged: bool = True) -> str:
     """The rows as an aligned text table."""
     header = ("scenario", "calls/s", "p50 ms", "p99 ms", "ratio", "target", "result", "note")
     lines = [header] + [
@@ -504,7 +506,7 @@ def table(rows: list[Row]) -> str:
             "" if r.p99_ms is None else f"{r.p99_ms:.2f}",
             "" if r.ratio is None else f"{r.ratio:.2f}",
             r.target,
-            "PASS" if r.passed else "FAIL",
+            ("PASS" if r.passed else "FAIL") if judged else "smoke",
             r.note,
         )
         for r in rows
@@ -530,12 +532,12 @@ def main() -> int:
     sizes = SMOKE if args.smoke else FULL
     with tempfile.TemporaryDirectory(prefix="authz-bench-") as work:
         rows = run(sizes, Path(work))
-    print(table(rows))  # noqa: T201 (the benchmark's report)
+    print(table(rows, judged=not args.smoke))  # noqa: T201 (the benchmark's report)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps({"sizes": asdict(sizes), "rows": [asdict(r) for r in rows]}, indent=2)
     )
-    return 0 if all(r.passed for r in rows) else 1
+    return 0 if args.smoke or all(r.passed for r in rows) else 1
 
 
 if __name__ == "__main__":

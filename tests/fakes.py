@@ -18,6 +18,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from authz_service.adapters.threaded_store import ThreadedStore
+from authz_service.core.audit import AuditEvent, AuditFilter, AuditRecord, chain_hash
 from authz_service.core.changes import Change, ChangeKind, Changes, ClaimChanged, Event
 from authz_service.core.errors import Aborted, AlreadyExists, NotFound
 from authz_service.core.model import Entry, State
@@ -35,6 +36,7 @@ class InMemoryStore:
 
     def __init__(self) -> None:
         self._fingerprint: str | None = None
+        self._audit: list[AuditEvent] = []
         self._entries: dict[str, Entry] = {}
         self._retired: list[tuple[int, str]] = []  # (lookup tag, verifier)
         self._events: list[Event] = []
@@ -143,6 +145,8 @@ class InMemoryStore:
                 raise ClaimChanged
 
     def _append(self, entry: Entry, kind: ChangeKind, change: Change) -> Event:
+        if change.audit is not None:
+            self._append_audit(change.audit)
         event = Event(
             len(self._events) + 1, entry.id, kind, change.actor_id, change.fields, entry.update_time
         )
@@ -202,6 +206,31 @@ class InMemoryStore:
             for entry in self._entries.values():
                 counts[entry.state(now)] += 1
         return counts
+
+    def _append_audit(self, record: AuditRecord) -> AuditEvent:
+        sequence = len(self._audit) + 1
+        previous = self._audit[-1].hash if self._audit else ""
+        event = AuditEvent(sequence, record, previous, chain_hash(previous, sequence, record))
+        self._audit.append(event)
+        return event
+
+    def record_audit(self, record: AuditRecord) -> AuditEvent:
+        with self._lock:
+            return self._append_audit(record)
+
+    def list_audit(self, after: int, limit: int, wanted: AuditFilter) -> list[AuditEvent]:
+        with self._lock:
+            found = [
+                event
+                for event in self._audit
+                if event.sequence > after and _wanted(event.record, wanted)
+            ]
+        return found[:limit]
+
+    def audit(self) -> list[AuditEvent]:
+        """Every audit event so far, oldest first (for tests)."""
+        with self._lock:
+            return list(self._audit)
 
     def key_fingerprint(self) -> str | None:
         return self._fingerprint
@@ -282,3 +311,12 @@ class FakeHasher:
 
 def _digest(salt: str, token: str) -> str:
     return hashlib.sha256((salt + token).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _wanted(record: AuditRecord, wanted: AuditFilter) -> bool:
+    return (
+        (not wanted.entry_id or record.entry_id == wanted.entry_id)
+        and (not wanted.actor_entry_id or record.actor_entry_id == wanted.actor_entry_id)
+        and (wanted.since is None or record.time >= wanted.since)
+        and (wanted.until is None or record.time < wanted.until)
+    )

@@ -42,6 +42,7 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from authz_service.core.audit import AuditEvent, AuditFilter, AuditRecord
 from authz_service.core.changes import Change, ChangeKind, Changes, Event
 from authz_service.core.errors import Aborted, AlreadyExists, NotFound, Unavailable
 from authz_service.core.model import Entry, State, to_micros
@@ -52,6 +53,9 @@ from .rows import (
     EVENT_COLUMNS,
     Rows,
     append,
+    append_audit,
+    audit_from_row,
+    audit_query,
     entry_from_row,
     entry_row,
     event_from_row,
@@ -174,6 +178,35 @@ def _migrate_to_6(tx: psycopg.Connection[Any]) -> None:
     tx.execute("CREATE INDEX entries_by_previous_tag ON entries (previous_lookup_tag)")
 
 
+def _migrate_to_7(tx: psycopg.Connection[Any]) -> None:
+    # The audit log (DESIGN section 9): hash-chained, append-only.
+    tx.execute(
+        "CREATE TABLE audit_events ("
+        " sequence BIGINT PRIMARY KEY,"
+        " time BIGINT NOT NULL,"
+        " actor_entry_id TEXT NOT NULL,"
+        " actor_subject TEXT NOT NULL,"
+        " rpc TEXT NOT NULL,"
+        " entry_id TEXT NOT NULL,"
+        " changes TEXT NOT NULL,"
+        " code INTEGER NOT NULL,"
+        " peer TEXT NOT NULL,"
+        " user_agent TEXT NOT NULL,"
+        " previous_hash TEXT NOT NULL,"
+        " hash TEXT NOT NULL)"
+    )
+    tx.execute("CREATE INDEX audit_by_entry ON audit_events (entry_id, sequence)")
+    tx.execute("CREATE INDEX audit_by_actor ON audit_events (actor_entry_id, sequence)")
+    tx.execute(
+        "CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$"
+    )
+    tx.execute(
+        "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_events"
+        " FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()"
+    )
+
+
 # MIGRATIONS[n] brings a database at schema version n to version n + 1 (as SQLite's do).
 MIGRATIONS: tuple[Callable[[psycopg.Connection[Any]], None], ...] = (
     _migrate_to_1,
@@ -182,6 +215,7 @@ MIGRATIONS: tuple[Callable[[psycopg.Connection[Any]], None], ...] = (
     _migrate_to_4,
     _migrate_to_5,
     _migrate_to_6,
+    _migrate_to_7,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -457,6 +491,15 @@ class PostgresFile:
 
     def count_by_state(self, now: datetime) -> dict[State, int]:
         return self._read(lambda tx: _count_by_state(tx, now))
+
+    def record_audit(self, record: AuditRecord) -> AuditEvent:
+        # The write lock: audit appends, like events, come one at a time.
+        return self._write(lambda tx: append_audit(tx.execute, record), events=True)
+
+    def list_audit(self, after: int, limit: int, wanted: AuditFilter) -> list[AuditEvent]:
+        query, params = audit_query(after, limit, wanted)
+        rows = self._read(lambda tx: tx.execute(query, params).fetchall())
+        return [audit_from_row(row) for row in rows]
 
     def key_fingerprint(self) -> str | None:
         row = self._read(lambda tx: tx.execute("SELECT fingerprint FROM server_key").fetchone())

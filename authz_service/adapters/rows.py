@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from authz_service.core.audit import AuditEvent, AuditFilter, AuditRecord, chain_hash
 from authz_service.core.changes import Change, ChangeKind, ClaimChanged, Event
 from authz_service.core.model import Action, Entry, Restriction, from_micros, to_micros
 
@@ -22,6 +23,10 @@ COLUMNS = (
     " previous_verifier, previous_lookup_tag, previous_expire_time"
 )
 EVENT_COLUMNS = "revision, entry_id, kind, actor_id, fields, time"
+AUDIT_COLUMNS = (
+    "sequence, time, actor_entry_id, actor_subject, rpc, entry_id, changes, code, peer,"
+    " user_agent, previous_hash, hash"
+)
 
 
 class Rows(Protocol):
@@ -56,7 +61,9 @@ def hold(execute: Execute, change: Change) -> None:
 
 
 def append(execute: Execute, entry: Entry, kind: ChangeKind, change: Change) -> Event:
-    """Append the write's event, in its transaction."""
+    """Append the write's event, and its audit record if it has one, in its transaction."""
+    if change.audit is not None:
+        append_audit(execute, change.audit)
     (revision,) = execute(
         "INSERT INTO events (entry_id, kind, actor_id, fields, time) VALUES (?, ?, ?, ?, ?)"
         " RETURNING revision",
@@ -166,3 +173,82 @@ def _micros(when: datetime | None) -> int | None:
 
 def _datetime(micros: int | None) -> datetime | None:
     return None if micros is None else from_micros(micros)
+
+
+def append_audit(execute: Execute, record: AuditRecord) -> AuditEvent:
+    """Number `record` after the newest audit event and chain it, in the caller's transaction
+    (which holds the store's write lock: no other append comes in between)."""
+    last = execute("SELECT sequence, hash FROM audit_events ORDER BY sequence DESC LIMIT 1", ())
+    newest = last.fetchone()
+    sequence, previous = (1, "") if newest is None else (int(newest[0]) + 1, str(newest[1]))
+    event = AuditEvent(sequence, record, previous, chain_hash(previous, sequence, record))
+    execute(
+        f"INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 (columns are ours)
+        [
+            sequence,
+            to_micros(record.time),
+            record.actor_entry_id,
+            record.actor_subject,
+            record.rpc,
+            record.entry_id,
+            json.dumps([list(change) for change in record.changes], ensure_ascii=False),
+            record.code,
+            record.peer,
+            record.user_agent,
+            previous,
+            event.hash,
+        ],
+    )
+    return event
+
+
+def audit_query(after: int, limit: int, wanted: AuditFilter) -> tuple[str, list[Any]]:
+    """The SELECT (with `?` placeholders) of up to `limit` audit events past `after`, oldest
+    first, that `wanted` wants."""
+    where, params = ["sequence > ?"], list[Any]([after])
+    if wanted.entry_id:
+        where.append("entry_id = ?")
+        params.append(wanted.entry_id)
+    if wanted.actor_entry_id:
+        where.append("actor_entry_id = ?")
+        params.append(wanted.actor_entry_id)
+    if wanted.since is not None:
+        where.append("time >= ?")
+        params.append(to_micros(wanted.since))
+    if wanted.until is not None:
+        where.append("time < ?")
+        params.append(to_micros(wanted.until))
+    clause = " AND ".join(where)
+    return (
+        f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {clause} ORDER BY sequence LIMIT ?",  # noqa: S608 (clauses are ours)
+        [*params, limit],
+    )
+
+
+def audit_from_row(row: Sequence[Any]) -> AuditEvent:
+    (
+        sequence,
+        when,
+        actor_id,
+        actor_subject,
+        rpc,
+        entry_id,
+        changes,
+        code,
+        peer,
+        agent,
+        previous,
+        digest,
+    ) = row
+    record = AuditRecord(
+        time=from_micros(when),
+        actor_entry_id=actor_id,
+        actor_subject=actor_subject,
+        rpc=rpc,
+        entry_id=entry_id,
+        changes=tuple((field, before, after) for field, before, after in json.loads(changes)),
+        code=code,
+        peer=peer,
+        user_agent=agent,
+    )
+    return AuditEvent(int(sequence), record, previous, digest)

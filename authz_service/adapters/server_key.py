@@ -27,7 +27,7 @@ def load_or_create_key(path: Path) -> bytes:
 def open_key(path: Path) -> tuple[bytes, bool]:
     """The key in `path`, and whether this call created the file (mode 0600)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return _read_key(path), False

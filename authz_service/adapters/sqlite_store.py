@@ -31,12 +31,24 @@ from typing import Any
 
 import sqlite_utils
 
+from authz_service.core.audit import AuditEvent, AuditFilter, AuditRecord
 from authz_service.core.changes import Change, ChangeKind, Changes, Event
 from authz_service.core.errors import Aborted, AlreadyExists, NotFound, Unavailable
 from authz_service.core.model import Entry, State, to_micros
 from authz_service.core.ports import Cursor
 
-from .rows import COLUMNS, EVENT_COLUMNS, append, entry_from_row, entry_row, event_from_row, hold
+from .rows import (
+    COLUMNS,
+    EVENT_COLUMNS,
+    append,
+    append_audit,
+    audit_from_row,
+    audit_query,
+    entry_from_row,
+    entry_row,
+    event_from_row,
+    hold,
+)
 from .threaded_store import ThreadedStore
 
 
@@ -132,6 +144,32 @@ def _migrate_to_6(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX entries_by_previous_tag ON entries(previous_lookup_tag)")
 
 
+def _migrate_to_7(db: sqlite_utils.Database) -> None:
+    # The audit log (DESIGN section 9): hash-chained, append-only.
+    db.execute(
+        "CREATE TABLE audit_events ("
+        " sequence INTEGER PRIMARY KEY,"
+        " time INTEGER NOT NULL,"
+        " actor_entry_id TEXT NOT NULL,"
+        " actor_subject TEXT NOT NULL,"
+        " rpc TEXT NOT NULL,"
+        " entry_id TEXT NOT NULL,"
+        " changes TEXT NOT NULL,"
+        " code INTEGER NOT NULL,"
+        " peer TEXT NOT NULL,"
+        " user_agent TEXT NOT NULL,"
+        " previous_hash TEXT NOT NULL,"
+        " hash TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX audit_by_entry ON audit_events(entry_id, sequence)")
+    db.execute("CREATE INDEX audit_by_actor ON audit_events(actor_entry_id, sequence)")
+    for statement in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER audit_no_{statement.lower()} BEFORE {statement} ON audit_events"
+            " BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+        )
+
+
 # MIGRATIONS[n] brings a database at schema version n to version n + 1.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migrate_to_1,
@@ -140,6 +178,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migrate_to_4,
     _migrate_to_5,
     _migrate_to_6,
+    _migrate_to_7,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -193,7 +232,11 @@ class SqliteFile:
         # The files this store writes to, as it opened them; empty until the schema is ready.
         self._opened: Sequence[tuple[Path, _FileIdentity]] = ()
         self._uri = path.absolute().as_uri()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Verifiers belong to the service's user alone: a new folder 0700, a new file 0600
+        # (SQLite gives its -wal and -shm files the database file's mode).
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         db = self._db()
         with _storage_faults("database open"):
             db.execute("PRAGMA journal_mode=WAL")
@@ -443,6 +486,18 @@ class SqliteFile:
         for state, count in rows:
             counts[State(state)] = count
         return counts
+
+    def record_audit(self, record: AuditRecord) -> AuditEvent:
+        """Append an audit record that goes with no write (a refused call)."""
+        with self._transaction() as tx:
+            return append_audit(tx.execute, record)
+
+    def list_audit(self, after: int, limit: int, wanted: AuditFilter) -> list[AuditEvent]:
+        """Up to `limit` audit events past sequence `after`, oldest first."""
+        query, params = audit_query(after, limit, wanted)
+        with _storage_faults("database read"):
+            rows = self._db().execute(query, params).fetchall()
+        return [audit_from_row(row) for row in rows]
 
     def key_fingerprint(self) -> str | None:
         """The kept fingerprint of the server key, if any."""

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from authz_service.core.audit import AuditEvent, AuditFilter, AuditRecord
 from authz_service.core.changes import Change, Changes, Event
 from authz_service.core.model import Entry, State
 from authz_service.core.ports import Cursor
@@ -43,6 +44,8 @@ class BlockingStore(Protocol):
     ) -> list[Entry]: ...
     def record_use(self, last_used: Mapping[str, datetime]) -> None: ...
     def count_by_state(self, now: datetime) -> dict[State, int]: ...
+    def record_audit(self, record: AuditRecord) -> AuditEvent: ...
+    def list_audit(self, after: int, limit: int, wanted: AuditFilter) -> list[AuditEvent]: ...
     def key_fingerprint(self) -> str | None: ...
     def keep_key_fingerprint(self, fingerprint: str) -> str: ...
     def holds_entries(self) -> bool: ...
@@ -119,6 +122,12 @@ class ThreadedStore:
 
     async def count_by_state(self, now: datetime) -> dict[State, int]:
         return await self._read(self.blocking.count_by_state, now)
+
+    async def record_audit(self, record: AuditRecord) -> AuditEvent:
+        return await self._write(self.blocking.record_audit, record)
+
+    async def list_audit(self, after: int, limit: int, wanted: AuditFilter) -> list[AuditEvent]:
+        return await self._read(self.blocking.list_audit, after, limit, wanted)
 
     async def key_fingerprint(self) -> str | None:
         return await self._read(self.blocking.key_fingerprint)

@@ -12,6 +12,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from authz.v1 import authz_pb2
+from authz_service.core.audit import AuditEvent, AuditFilter
 from authz_service.core.errors import FieldViolation
 from authz_service.core.model import Entry, Restriction, from_micros, to_micros
 from authz_service.core.rules import (
@@ -108,6 +109,40 @@ def grace_of(request: authz_pb2.UpdateEntryRequest) -> timedelta | None:
     span = request.previous_token_grace
     seconds = max(min(span.seconds, _GRACE_CLAMP), -_GRACE_CLAMP)
     return timedelta(seconds=seconds, microseconds=span.nanos // 1000)
+
+
+def audit_filter(
+    request: authz_pb2.ListAuditEventsRequest,
+) -> tuple[AuditFilter, tuple[FieldViolation, ...]]:
+    """ListAuditEvents' filters, and the violations of unreadable times (reported once the
+    caller is authorized, as `optional_time` says)."""
+    since, bad_since = optional_time(request, "since", "since")
+    until, bad_until = optional_time(request, "until", "until")
+    wanted = AuditFilter(request.entry_id, request.actor_entry_id, since, until)
+    return wanted, (*bad_since, *bad_until)
+
+
+def audit_message(event: AuditEvent) -> authz_pb2.AuditEvent:
+    """An audit event as `authz.v1.AuditEvent`."""
+    record = event.record
+    message = authz_pb2.AuditEvent(
+        sequence=event.sequence,
+        actor_entry_id=record.actor_entry_id,
+        actor_subject=record.actor_subject,
+        rpc=record.rpc,
+        entry_id=record.entry_id,
+        changes=[
+            authz_pb2.FieldChange(field=field, before=before, after=after)
+            for field, before, after in record.changes
+        ],
+        code=record.code,
+        peer=record.peer,
+        user_agent=record.user_agent,
+        previous_hash=event.previous_hash,
+        hash=event.hash,
+    )
+    _set_time(message.time, record.time)
+    return message
 
 
 def entry_message(entry: Entry, now: datetime) -> authz_pb2.Entry:

@@ -15,6 +15,8 @@ from authz_service.usecases import Admin, Checker, EntryChange, NewEntry
 from ._status import abort_for
 from .access import AdminCalls, observed_admin_call
 from .convert import (
+    audit_filter,
+    audit_message,
     authorization_of,
     entry_message,
     grace_of,
@@ -106,8 +108,13 @@ def _response(decision: Decision) -> authz_pb2.CheckResponse:
     )
 
 
+# The longest user agent the audit log keeps.
+USER_AGENT_CHARS = 256
+
+
 class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
-    """`authz.v1.AdminService`: create, update, revoke, get and list entries."""
+    """`authz.v1.AdminService`: create, update, revoke, get and list entries, and list the
+    audit log."""
 
     def __init__(
         self,
@@ -135,7 +142,7 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
             expire_time=expire_time,
             unreadable=unreadable,
         )
-        entry = await self._admin.create(authorization_of(context), new, peer=_peer(context))
+        entry = await self._admin.create(authorization_of(context), new, **_caller(context))
         return entry_message(entry, self._clock())
 
     @observed_admin_call
@@ -156,7 +163,7 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
             previous_token_grace=grace_of(request),
             unreadable=unreadable,
         )
-        entry = await self._admin.update(authorization_of(context), change, peer=_peer(context))
+        entry = await self._admin.update(authorization_of(context), change, **_caller(context))
         return entry_message(entry, self._clock())
 
     @observed_admin_call
@@ -165,7 +172,7 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
     ) -> authz_pb2.Entry:
         """Revoke at once: the next Check with its token is denied."""
         entry = await self._admin.revoke(
-            authorization_of(context), request.id, request.reason, peer=_peer(context)
+            authorization_of(context), request.id, request.reason, **_caller(context)
         )
         return entry_message(entry, self._clock())
 
@@ -174,7 +181,7 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
         self, request: authz_pb2.GetEntryRequest, context: Context
     ) -> authz_pb2.Entry:
         """One entry by id."""
-        entry = await self._admin.get(authorization_of(context), request.id, peer=_peer(context))
+        entry = await self._admin.get(authorization_of(context), request.id, **_caller(context))
         return entry_message(entry, self._clock())
 
     @observed_admin_call
@@ -187,13 +194,42 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
             request.page_size,
             request.page_token,
             request.include_revoked,
-            peer=_peer(context),
+            **_caller(context),
         )
         now = self._clock()
         return authz_pb2.ListEntriesResponse(
             entries=[entry_message(e, now) for e in entries], next_page_token=next_token
         )
 
+    @observed_admin_call
+    async def ListAuditEvents(  # noqa: N802 (gRPC method name)
+        self, request: authz_pb2.ListAuditEventsRequest, context: Context
+    ) -> authz_pb2.ListAuditEventsResponse:
+        """A page of the audit log, oldest first, filtered."""
+        wanted, unreadable = audit_filter(request)
+        events, next_token = await self._admin.list_audit(
+            authorization_of(context),
+            wanted,
+            request.page_size,
+            request.page_token,
+            unreadable=unreadable,
+            **_caller(context),
+        )
+        return authz_pb2.ListAuditEventsResponse(
+            events=[audit_message(e) for e in events], next_page_token=next_token
+        )
+
 
 def _peer(context: Context) -> str:
     return peer_host(context.peer() or "")
+
+
+def _caller(context: Context) -> dict[str, str]:
+    """Who sends an admin call: its host (whose turn any argon2 work takes, and what the audit
+    log records) and its user agent (cut to USER_AGENT_CHARS)."""
+    agent = next(
+        (value for key, value in context.invocation_metadata() or () if key == "user-agent"), ""
+    )
+    if not isinstance(agent, str):
+        agent = ""
+    return {"peer": _peer(context), "user_agent": agent[:USER_AGENT_CHARS]}

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .audit import AuditRecord
 from .model import Entry
 
 
@@ -55,6 +56,8 @@ class Change:
     fields: tuple[str, ...] = ()
     claim: Claim | None = None
     guard: Guard | None = field(default=None, compare=False)
+    # The audit log's record of the call, appended and chained in the same transaction.
+    audit: AuditRecord | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ class AdminPermission(enum.StrEnum):
     CREATE = "authz.entry.create"
     UPDATE = "authz.entry.update"
     REVOKE = "authz.entry.revoke"
+    AUDIT_READ = "authz.audit.read"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Protocol
 
+from .audit import AuditEvent, AuditFilter, AuditRecord
 from .changes import Change, Changes, Event
 from .model import Entry, State
 
@@ -96,6 +97,12 @@ class EntryStore(ChangeFeed, Protocol):
 
     async def count_by_state(self, now: datetime) -> dict[State, int]:
         """How many entries are ACTIVE, REVOKED and EXPIRED at `now` (every state present)."""
+
+    async def record_audit(self, record: AuditRecord) -> AuditEvent:
+        """Append an audit record that goes with no write (an admin call refused)."""
+
+    async def list_audit(self, after: int, limit: int, wanted: AuditFilter) -> list[AuditEvent]:
+        """Up to `limit` audit events past sequence `after` that `wanted` wants, oldest first."""
 
     async def key_fingerprint(self) -> str | None:
         """The fingerprint of the server key this database belongs to (None: none kept)."""

@@ -21,6 +21,7 @@ ADMIN_ACTIONS: Mapping[AdminPermission, Action] = {
     AdminPermission.CREATE: Action.CREATE,
     AdminPermission.UPDATE: Action.UPDATE,
     AdminPermission.REVOKE: Action.DELETE,
+    AdminPermission.AUDIT_READ: Action.READ,
 }
 _PERMISSIONS = {p.value: p for p in AdminPermission}
 

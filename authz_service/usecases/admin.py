@@ -10,17 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import TypeVar
 
+from authz_service.core.audit import (
+    BOOTSTRAP_RPC,
+    PERMISSION_DENIED,
+    AuditEvent,
+    AuditFilter,
+    AuditRecord,
+    field_changes,
+)
 from authz_service.core.changes import Change, Claim, Event
 from authz_service.core.decision import UNAUTHENTICATED, Decision
 from authz_service.core.errors import (
     Aborted,
     AlreadyExists,
+    AuthzError,
     FailedPrecondition,
     FieldViolation,
     NotFound,
@@ -59,6 +70,8 @@ from .pages import PageTokens
 
 # The subject of the admin whose call is being served, set once its token is accepted; read
 # by the access log. Each gRPC call runs in its own task, so each has its own value.
+log = logging.getLogger("authz_service.admin")
+T = TypeVar("T")
 acting_admin: contextvars.ContextVar[str] = contextvars.ContextVar("acting_admin", default="")
 
 DEFAULT_PAGE_SIZE = 100
@@ -80,6 +93,17 @@ class _Acting:
     # The lookup tag of the admin's token when the call was authorized: a rotation of that
     # token changes it (but for one chance in 2**32), and refuses the write at commit time.
     tag: int
+    subject: str
+    call: Call
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Which admin RPC this is and who sent it, for the audit log."""
+
+    rpc: str
+    peer: str = ""
+    user_agent: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,18 +194,32 @@ class Admin:
         raise PermissionDenied(f"this admin token does not grant {permission.value}")
 
     async def _authorize_writer(
-        self, authorization: str, permission: AdminPermission, peer: str
+        self, authorization: str, permission: AdminPermission, call: Call
     ) -> _Acting:
         """`authorize`, then the `authz` rights the admin holds: all it may grant or act on."""
-        decision = await self.authorize(authorization, permission, peer)
+        decision = await self.authorize(authorization, permission, call.peer)
         actor = await self._get(decision.entry_id)
         return _Acting(
-            decision.entry_id, permission, admin_rights(actor.restrictions), actor.lookup_tag
+            decision.entry_id,
+            permission,
+            admin_rights(actor.restrictions),
+            actor.lookup_tag,
+            actor.subject,
+            call,
         )
 
-    async def create(self, authorization: str, new: NewEntry, *, peer: str = "") -> Entry:
+    async def create(
+        self, authorization: str, new: NewEntry, *, peer: str = "", user_agent: str = ""
+    ) -> Entry:
         """Create an entry for a new token; the token itself is kept only as a verifier."""
-        acting = await self._authorize_writer(authorization, AdminPermission.CREATE, peer)
+        call = Call("CreateEntry", peer, user_agent)
+        return await self._refusals_audited(
+            authorization, "", call, self._create(authorization, new, call)
+        )
+
+    async def _create(self, authorization: str, new: NewEntry, call: Call) -> Entry:
+        acting = await self._authorize_writer(authorization, AdminPermission.CREATE, call)
+        peer = call.peer
         now = self._clock()
         found = Violations(new.unreadable)
         found.check("subject", subject_problem(new.subject))
@@ -215,9 +253,18 @@ class Admin:
 
         return await self._claims.take(new.token, "token", peer, add)
 
-    async def update(self, authorization: str, change: EntryChange, *, peer: str = "") -> Entry:
+    async def update(
+        self, authorization: str, change: EntryChange, *, peer: str = "", user_agent: str = ""
+    ) -> Entry:
         """Change the fields named by `change.paths`, and rotate the token if one is given."""
-        acting = await self._authorize_writer(authorization, AdminPermission.UPDATE, peer)
+        call = Call("UpdateEntry", peer, user_agent)
+        return await self._refusals_audited(
+            authorization, change.entry_id, call, self._update(authorization, change, call)
+        )
+
+    async def _update(self, authorization: str, change: EntryChange, call: Call) -> Entry:
+        acting = await self._authorize_writer(authorization, AdminPermission.UPDATE, call)
+        peer = call.peer
         found = Violations()
         found.check("entry.id", None if change.entry_id else "is required")
         found.check("etag", None if change.etag else "is required (read the entry first)")
@@ -308,10 +355,22 @@ class Admin:
         )
 
     async def revoke(
-        self, authorization: str, entry_id: str, reason: str, *, peer: str = ""
+        self,
+        authorization: str,
+        entry_id: str,
+        reason: str,
+        *,
+        peer: str = "",
+        user_agent: str = "",
     ) -> Entry:
         """Revoke an entry at once; revoking a revoked entry changes nothing."""
-        acting = await self._authorize_writer(authorization, AdminPermission.REVOKE, peer)
+        call = Call("RevokeEntry", peer, user_agent)
+        return await self._refusals_audited(
+            authorization, entry_id, call, self._revoke(authorization, entry_id, reason, call)
+        )
+
+    async def _revoke(self, authorization: str, entry_id: str, reason: str, call: Call) -> Entry:
+        acting = await self._authorize_writer(authorization, AdminPermission.REVOKE, call)
         found = Violations()
         found.check("id", None if entry_id else "is required")
         found.check("reason", text_problem(reason, REVOKE_REASON_MAX_CHARS))
@@ -339,9 +398,14 @@ class Admin:
                 continue  # another admin wrote meanwhile: revoke what is there now
             return self._with_usage(revoked)
 
-    async def get(self, authorization: str, entry_id: str, *, peer: str = "") -> Entry:
+    async def get(
+        self, authorization: str, entry_id: str, *, peer: str = "", user_agent: str = ""
+    ) -> Entry:
         """One entry, with its latest use."""
-        await self.authorize(authorization, AdminPermission.READ, peer)
+        call = Call("GetEntry", peer, user_agent)
+        await self._refusals_audited(
+            authorization, entry_id, call, self.authorize(authorization, AdminPermission.READ, peer)
+        )
         if not entry_id:
             raise invalid("id", "is required")
         return self._with_usage(await self._get(entry_id))
@@ -354,9 +418,13 @@ class Admin:
         include_revoked: bool,
         *,
         peer: str = "",
+        user_agent: str = "",
     ) -> tuple[list[Entry], str]:
         """A page of entries in creation order, and the token of the next page ("" at the end)."""
-        await self.authorize(authorization, AdminPermission.READ, peer)
+        call = Call("ListEntries", peer, user_agent)
+        await self._refusals_audited(
+            authorization, "", call, self.authorize(authorization, AdminPermission.READ, peer)
+        )
         if page_size < 0:
             raise invalid("page_size", "must not be negative")
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
@@ -381,6 +449,34 @@ class Admin:
         last = page[-1] if page else None
         next_token = self._pages.issue((last.create_time, last.id)) if more and last else ""
         return [self._with_usage(e) for e in page], next_token
+
+    async def list_audit(
+        self,
+        authorization: str,
+        wanted: AuditFilter,
+        page_size: int,
+        page_token: str,
+        *,
+        unreadable: Sequence[FieldViolation] = (),
+        peer: str = "",
+        user_agent: str = "",
+    ) -> tuple[Sequence[AuditEvent], str]:
+        """A page of audit events, oldest first, and the next page's token ("" at the end)."""
+        call = Call("ListAuditEvents", peer, user_agent)
+        await self._refusals_audited(
+            authorization, "", call, self.authorize(authorization, AdminPermission.AUDIT_READ, peer)
+        )
+        found = Violations(unreadable)
+        found.check("page_size", "must not be negative" if page_size < 0 else None)
+        if wanted.since and wanted.until and wanted.until <= wanted.since:
+            found.check("until", "must be after since")
+        found.raise_if_any()
+        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = self._pages.read_sequence(page_token) if page_token else 0
+        events = await self._store.list_audit(after, limit + 1, wanted)
+        more = len(events) > limit
+        page = events[:limit]
+        return page, self._pages.issue_sequence(page[-1].sequence) if more else ""
 
     async def ensure_bootstrap_admin(self, token: str) -> Bootstrap:
         """Create `bootstrap-admin` for `token` when no unrevoked entry has that subject.
@@ -445,7 +541,19 @@ class Admin:
                 create_time=now,
                 update_time=now,
             )
-            written = Change(fields=("subject", "description", "access_restrictions"), claim=claim)
+            fields = ("subject", "description", "access_restrictions")
+            audit = AuditRecord(
+                time=now,
+                actor_entry_id="",
+                actor_subject="",
+                rpc=BOOTSTRAP_RPC,
+                entry_id=entry.id,
+                changes=field_changes(None, entry, fields),
+                code=0,
+                peer="",
+                user_agent="",
+            )
+            written = Change(fields=fields, claim=claim, audit=audit)
             await self._commit(partial(self._store.add, entry, written))
             return entry
 
@@ -476,13 +584,52 @@ class Admin:
         fields: tuple[str, ...],
         claim: Claim | None = None,
     ) -> Change:
-        """The write's event, with a guard that rechecks the acting admin at commit time."""
+        """The write's event and audit record, with a guard that rechecks the acting admin at
+        commit time."""
+        audit = AuditRecord(
+            time=entry.update_time,
+            actor_entry_id=acting.entry_id,
+            actor_subject=acting.subject,
+            rpc=acting.call.rpc,
+            entry_id=entry.id,
+            changes=field_changes(target, entry, fields),
+            code=0,
+            peer=acting.call.peer,
+            user_agent=acting.call.user_agent,
+        )
         return Change(
             actor_id=acting.entry_id,
             fields=fields,
             claim=claim,
             guard=partial(self._still_allowed, acting, entry, target),
+            audit=audit,
         )
+
+    async def _refusals_audited(
+        self, authorization: str, target: str, call: Call, work: Awaitable[T]
+    ) -> T:
+        """`work`; when it refuses an authenticated admin (PERMISSION_DENIED), the refusal
+        goes to the audit log first (an unauthenticated caller's is only counted and logged)."""
+        try:
+            return await work
+        except PermissionDenied:
+            actor = self._checker.identify(authorization)
+            record = AuditRecord(
+                time=self._clock(),
+                actor_entry_id=actor[0] if actor else "",
+                actor_subject=actor[1] if actor else "",
+                rpc=call.rpc,
+                entry_id=target,
+                changes=(),
+                code=PERMISSION_DENIED,
+                peer=call.peer,
+                user_agent=call.user_agent,
+            )
+            try:
+                await self._store.record_audit(record)
+            except AuthzError as exc:  # the refusal stands; the log line says what was lost
+                log.warning("could not record a refused %s in the audit log: %s", call.rpc, exc)
+            raise
 
     async def _commit(self, write: Callable[[], Awaitable[Event]]) -> Event:
         """Make the write, then apply its event (and any before it) to this process's Check

@@ -192,6 +192,15 @@ class Checker:
         self._check_seconds.observe(_now() - started)
         return decision
 
+    def identify(self, authorization: str) -> tuple[str, str] | None:
+        """The entry id and subject of an Authorization value's token, when this process
+        has verified it already (a token refused PERMISSION_DENIED has been): else None."""
+        token = bearer_token("", authorization) if authorization else ""
+        if not isinstance(token, str) or not token:
+            return None
+        policy = self._verified.get(self._cache_key(token))
+        return None if policy is None else (policy.entry_id, policy.subject)
+
     def _counted(self, decision: Decision, started: float) -> Decision:
         answers = self._answers
         answers[decision.reason] = answers.get(decision.reason, 0) + 1

@@ -35,6 +35,27 @@ class PageTokens:
             ) from None
         return from_micros(micros), entry_id
 
+    def issue_sequence(self, sequence: int) -> str:
+        """The page token of ListAuditEvents that resumes after audit event `sequence`."""
+        payload = json.dumps(["audit", sequence]).encode()
+        mac = hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
+        return _b64(payload) + "." + _b64(mac)
+
+    def read_sequence(self, page_token: str) -> int:
+        """The audit sequence an `issue_sequence` token carries."""
+        try:
+            value = self._signed_payload(page_token)
+        except ValueError:
+            value = None
+        if not (
+            isinstance(value, list)
+            and len(value) == 2
+            and value[0] == "audit"
+            and isinstance(value[1], int)
+        ):
+            raise invalid("page_token", "was not issued by this server; start without one")
+        return value[1]
+
     def _signed_payload(self, page_token: str) -> Any:
         payload_part, mac_part = page_token.split(".")
         payload, mac = _unb64(payload_part), _unb64(mac_part)

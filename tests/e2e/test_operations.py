@@ -426,3 +426,19 @@ def test_a_new_server_without_a_bootstrap_token_says_how_to_get_an_admin(tmp_pat
     said = [line for line in server.lines if "nobody can administer" in line]
     assert len(said) == 1
     assert "AUTHZ_BOOTSTRAP_TOKEN" in said[0]
+
+
+def test_a_new_database_and_its_folder_belong_to_the_service_s_user_alone(
+    tmp_path: Path,
+) -> None:
+    server = ServerProcess(tmp_path / "data" / "authz.db")
+    try:
+        modes = {
+            path.name: path.stat().st_mode & 0o777
+            for path in [server.db_path.parent, *server.db_path.parent.iterdir()]
+        }
+    finally:
+        server.stop()
+    assert modes["data"] == 0o700
+    assert {modes[name] for name in ("authz.db", "authz.db-wal", "authz.db-shm")} == {0o600}
+    assert modes["server.key"] == 0o600

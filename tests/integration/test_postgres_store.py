@@ -79,7 +79,14 @@ def test_a_database_with_a_newer_schema_is_refused_with_what_to_do(postgres_url:
 
 @pytest.mark.parametrize(
     "statement",
-    ["UPDATE events SET kind = 'updated'", "DELETE FROM events", "TRUNCATE events"],
+    [
+        "UPDATE events SET kind = 'updated'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "UPDATE audit_events SET code = 7",
+        "DELETE FROM audit_events",
+        "TRUNCATE audit_events",
+    ],
 )
 def test_the_event_log_refuses_every_edit(store: PostgresFile, statement: str) -> None:
     store.add(_entry(1))

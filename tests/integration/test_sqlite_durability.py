@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from authz_service.adapters.sqlite_store import SCHEMA_VERSION, SqliteFile, SqliteStore
+from authz_service.core.audit import AuditRecord
 from authz_service.core.changes import Change, ChangeKind
 from authz_service.core.errors import Aborted, AlreadyExists, Unavailable
 from authz_service.core.model import Entry, Restriction
@@ -98,7 +99,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_entries(tmp_path: 
     # Version 1 is today's schema without the retired-token table, the etag column, the
     # event log and the key's fingerprint.
     with sqlite3.connect(path) as conn:
-        _drop_grace_columns(conn)
+        _back_to_version_5(conn)
         conn.execute("DROP TABLE server_key")
         conn.execute("DROP TABLE events")
         conn.execute("DROP TABLE retired_tokens")
@@ -119,7 +120,7 @@ def test_migrating_to_version_3_gives_every_entry_its_own_random_etag(tmp_path: 
     store.add_many([_entry(n) for n in range(3)])
     store.close()
     with sqlite3.connect(path) as conn:  # version 2: no etag column, no event log, no key
-        _drop_grace_columns(conn)
+        _back_to_version_5(conn)
         conn.execute("DROP TABLE server_key")
         conn.execute("DROP TABLE events")
         conn.execute("ALTER TABLE entries DROP COLUMN etag")
@@ -287,7 +288,7 @@ def test_a_version_3_database_is_migrated_to_an_empty_event_log(tmp_path: Path) 
     # Version 3 is today's schema without the event log (its triggers go with the table) and
     # the key's fingerprint.
     with sqlite3.connect(path) as conn:
-        _drop_grace_columns(conn)
+        _back_to_version_5(conn)
         conn.execute("DROP TABLE server_key")
         conn.execute("DROP TABLE events")
         conn.execute("PRAGMA user_version = 3")
@@ -306,7 +307,7 @@ def test_a_version_3_database_is_migrated_to_an_empty_event_log(tmp_path: Path) 
     finally:
         migrated.close()
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             conn.execute("DELETE FROM events")
 
@@ -398,7 +399,7 @@ def test_a_version_4_database_is_migrated_to_keep_no_key_fingerprint_yet(tmp_pat
     store.add(_entry(1))
     store.close()
     with sqlite3.connect(path) as conn:  # version 4: no server_key table
-        _drop_grace_columns(conn)
+        _back_to_version_5(conn)
         conn.execute("DROP TABLE server_key")
         conn.execute("PRAGMA user_version = 4")
     migrated = SqliteFile(path)
@@ -410,8 +411,10 @@ def test_a_version_4_database_is_migrated_to_keep_no_key_fingerprint_yet(tmp_pat
         migrated.close()
 
 
-def _drop_grace_columns(conn: sqlite3.Connection) -> None:
-    """Version 5 is today's schema without the previous token's columns (version 6)."""
+def _back_to_version_5(conn: sqlite3.Connection) -> None:
+    """Version 5 is today's schema without the audit log (version 7; its triggers go with
+    the table) and the previous token's columns (version 6)."""
+    conn.execute("DROP TABLE audit_events")
     conn.execute("DROP INDEX entries_by_previous_tag")
     for column in ("previous_verifier", "previous_lookup_tag", "previous_expire_time"):
         conn.execute(f"ALTER TABLE entries DROP COLUMN {column}")
@@ -425,7 +428,7 @@ def test_a_version_5_database_is_migrated_to_entries_without_a_previous_token(
     store.add(_entry(1))
     store.close()
     with sqlite3.connect(path) as conn:
-        _drop_grace_columns(conn)
+        _back_to_version_5(conn)
         conn.execute("PRAGMA user_version = 5")
     migrated = SqliteFile(path)
     try:
@@ -434,3 +437,16 @@ def test_a_version_5_database_is_migrated_to_entries_without_a_previous_token(
         assert entry.previous_expire_time is None
     finally:
         migrated.close()
+
+
+def test_the_audit_log_refuses_every_edit(tmp_path: Path) -> None:
+    path = tmp_path / "authz.db"
+    store = SqliteFile(path)
+    store.record_audit(
+        AuditRecord(datetime.now(UTC), "a", "admin", "CreateEntry", "id-1", (), 0, "", "ua")
+    )
+    store.close()
+    with closing(sqlite3.connect(path)) as conn:
+        for statement in ("UPDATE audit_events SET code = 7", "DELETE FROM audit_events"):
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                conn.execute(statement)

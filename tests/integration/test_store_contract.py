@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from authz_service.adapters.postgres_store import PostgresStore
 from authz_service.adapters.sqlite_store import SqliteStore
+from authz_service.core.audit import AuditEvent, AuditFilter, AuditRecord, chain_hash
 from authz_service.core.changes import Change, ChangeKind, Changes, Claim, ClaimChanged, Event
 from authz_service.core.errors import Aborted, AlreadyExists, NotFound
 from authz_service.core.model import Action, Entry, Restriction, State
@@ -79,6 +81,12 @@ class SyncStore:
 
     def count_by_state(self, now: datetime) -> dict[State, int]:
         return asyncio.run(self.port.count_by_state(now))
+
+    def record_audit(self, record: AuditRecord) -> AuditEvent:
+        return asyncio.run(self.port.record_audit(record))
+
+    def list_audit(self, after: int, limit: int, wanted: AuditFilter) -> list[AuditEvent]:
+        return asyncio.run(self.port.list_audit(after, limit, wanted))
 
     def key_fingerprint(self) -> str | None:
         return asyncio.run(self.port.key_fingerprint())
@@ -866,3 +874,61 @@ def test_an_update_keeps_the_previous_token_and_a_rotation_without_grace_drops_i
     assert store.find_tag(41) == []
     assert store.find_tag(42) == []
     assert store.get(again.id) == again
+
+
+def _record(
+    n: int, *, entry_id: str = "id-001", actor: str = "admin-1", code: int = 0
+) -> AuditRecord:
+    return AuditRecord(
+        time=T0 + timedelta(minutes=n),
+        actor_entry_id=actor,
+        actor_subject=f"subject of {actor}",
+        rpc="UpdateEntry",
+        entry_id=entry_id,
+        changes=(("description", '"before"', f'"after {n}"'),),
+        code=code,
+        peer="ipv4:10.0.0.7",
+        user_agent="authz-admin/0.1.0 grpc-python/1.0",
+    )
+
+
+def test_a_write_appends_its_audit_record_chained_in_the_same_transaction(
+    subject_store: StoreUnderTest,
+) -> None:
+    store = subject_store.store
+    store.add(entry(1), Change(audit=_record(1)))
+    store.replace(replace(entry(1), description="x", revision=2), Change(audit=_record(2)))
+    refused = store.record_audit(_record(3, code=7))
+    listed = subject_store.reopen().list_audit(0, 10, AuditFilter())
+    assert [event.record for event in listed] == [_record(1), _record(2), _record(3, code=7)]
+    assert [event.sequence for event in listed] == [1, 2, 3]
+    assert listed[0].previous_hash == ""
+    for before, event in itertools.pairwise(listed):
+        assert event.previous_hash == before.hash
+    for event in listed:
+        assert event.hash == chain_hash(event.previous_hash, event.sequence, event.record)
+    assert refused == listed[2]
+
+
+def test_a_refused_write_appends_no_audit_record(store: SyncStore) -> None:
+    store.add(entry(1))
+    with pytest.raises(Aborted):
+        store.replace(replace(entry(1), revision=5), Change(audit=_record(1)))
+    assert store.list_audit(0, 10, AuditFilter()) == []
+
+
+def test_audit_events_are_listed_by_entry_actor_and_time_and_resume_after_a_sequence(
+    store: SyncStore,
+) -> None:
+    for n, (entry_id, actor) in enumerate(
+        [("id-001", "a"), ("id-002", "a"), ("id-001", "b"), ("id-003", "b")], start=1
+    ):
+        store.record_audit(_record(n, entry_id=entry_id, actor=actor))
+
+    def sequences(after: int = 0, limit: int = 10, **wanted: Any) -> list[int]:
+        return [e.sequence for e in store.list_audit(after, limit, AuditFilter(**wanted))]
+
+    assert sequences(entry_id="id-001") == [1, 3]
+    assert sequences(actor_entry_id="b") == [3, 4]
+    assert sequences(since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=4)) == [2, 3]
+    assert sequences(after=1, limit=2) == [2, 3]

@@ -624,7 +624,7 @@ def test_two_restrictions_for_the_same_plugin_are_refused() -> None:
     assert violations == [FieldViolation("access_restrictions", "must not repeat a plugin")]
 
 
-def test_under_authz_the_four_admin_permissions_are_accepted() -> None:
+def test_under_authz_the_five_admin_permissions_are_accepted() -> None:
     found = Violations()
     restrictions = parse_scope(
         [RestrictionInput("authz", [p.value for p in AdminPermission])], False, found
@@ -635,6 +635,7 @@ def test_under_authz_the_four_admin_permissions_are_accepted() -> None:
         "authz.entry.create",
         "authz.entry.update",
         "authz.entry.revoke",
+        "authz.audit.read",
     }
 
 
