@@ -215,8 +215,10 @@ def _bootstrap_token(path: str | None, environ: Mapping[str, str]) -> str:
         source = "AUTHZ_BOOTSTRAP_TOKEN_FILE/--bootstrap-token-file"
         try:
             token = Path(path).read_text(encoding="utf-8").strip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SettingsError(f"{source}: cannot read {path}: {exc}") from None
+        except OSError as exc:
+            raise SettingsError(f"{source}: cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise SettingsError(f"{source}: cannot read {path}: not UTF-8 text") from None
     else:
         source = "AUTHZ_BOOTSTRAP_TOKEN"
         token = environ.get(source, "")

@@ -235,9 +235,13 @@ def _connection_kwargs(password_file: Path | None, tcp_timeout: float) -> dict[s
     if password_file is not None:
         try:
             kwargs["password"] = password_file.read_text(encoding="utf-8").strip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise Unavailable(
-                f"cannot read AUTHZ_DB_PASSWORD_FILE {password_file}: {exc}"
+                f"cannot read AUTHZ_DB_PASSWORD_FILE {password_file}: {exc.strerror}"
+            ) from None
+        except UnicodeDecodeError:
+            raise Unavailable(
+                f"cannot read AUTHZ_DB_PASSWORD_FILE {password_file}: not UTF-8 text"
             ) from None
     return kwargs
 
@@ -304,8 +308,12 @@ class PostgresFile:
             open=False,
             name="authz-store",
         )
-        self._pool.open(wait=True, timeout=10.0)
-        self.replica = Replica(url, self._kwargs, lease)
+        try:
+            self._pool.open(wait=True, timeout=10.0)
+            self.replica = Replica(url, self._kwargs, lease)
+        except (PoolTimeout, Unavailable) as exc:
+            self._pool.close()
+            raise Unavailable(f"cannot open the database: {_reason(exc)}") from None
 
     # The change feed: the replica's notifications, and the event log.
 
