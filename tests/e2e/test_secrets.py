@@ -119,6 +119,17 @@ def _exercise(server: ServerProcess) -> list[bytes]:
     )
     call(server.admin.RevokeEntry, pb.RevokeEntryRequest(id=entry.id), metadata=ADMIN_METADATA)
     call(server.authz.Check, pb.CheckRequest(token=TOKENS["rotated"], plugin="catalog"))
+    # The audit log of all of it, and a refused look at it by a token that is not an admin's.
+    listed = call(
+        server.admin.ListAuditEvents, pb.ListAuditEventsRequest(), metadata=ADMIN_METADATA
+    )
+    assert isinstance(listed, pb.ListAuditEventsResponse)
+    assert len(listed.events) >= 5
+    call(
+        server.admin.ListAuditEvents,
+        pb.ListAuditEventsRequest(),
+        metadata=(("authorization", f"Bearer {TOKENS['rotated']}"),),
+    )
     return seen
 
 
