@@ -14,7 +14,7 @@ from google.protobuf.message import Message
 from authz.v1 import authz_pb2
 from authz_service.core.audit import AuditEvent, AuditFilter
 from authz_service.core.errors import FieldViolation
-from authz_service.core.model import Entry, Restriction, from_micros, to_micros
+from authz_service.core.model import Entry, Restriction, State, from_micros, to_micros
 from authz_service.core.rules import (
     MAX_ACTIONS,
     MAX_MASK_PATHS,
@@ -165,7 +165,11 @@ def entry_message(entry: Entry, now: datetime) -> authz_pb2.Entry:
         _set_time(message.expire_time, entry.expire_time)
     if entry.last_used_time is not None:
         _set_time(message.last_used_time, entry.last_used_time)
-    if entry.previous_expire_time is not None and entry.previous_live(now):
+    if (
+        entry.previous_expire_time is not None
+        and entry.previous_live(now)
+        and entry.state(now) is State.ACTIVE
+    ):  # only while the replaced token works: a revoked or expired entry's never does
         _set_time(message.previous_token_expire_time, entry.previous_expire_time)
     return message
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.metadata
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from authz_client import ACTIONS, KEEP, Restriction
@@ -27,7 +28,9 @@ tokens with Check. Tokens are read from stdin or --token-file, never from a flag
 
 exit codes: 0 success, 1 check answered DENY, 2 usage error or invalid request,
 3 no such entry, 4 admin token missing or refused, 5 no server answered,
-6 conflict (subject or token taken, stale etag, revoked entry), 7 stdout not writable"""
+6 conflict (subject or token taken, stale etag, revoked entry), 7 stdout not writable,
+8 audit --verify found the audit log's chain broken,
+9 import-backstage left entries out (conflict, skipped, not importable)"""
 
 _RESTRICTION_HELP = (
     "let the token reach PLUGIN, optionally only these permissions and actions "
@@ -78,6 +81,41 @@ def expiry(text: str) -> datetime:
             f"{text!r} is not ISO 8601: use e.g. 2030-01-31 or 2030-01-31T12:00:00Z"
         ) from None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+_SPAN = re.compile(r"(\d{1,9})([smhd])")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_SPAN_FORM = "a number and a unit: 90s, 15m, 24h or 7d"
+
+
+def duration(text: str) -> timedelta:
+    """A span of time: a whole number and one unit, `90s`, `15m`, `24h` or `7d`."""
+    match = _SPAN.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: use {_SPAN_FORM}")
+    return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+def duration_text(span: timedelta) -> str:
+    """A span as `duration` reads one, in the largest unit that divides it: 7d, 36h, 90s."""
+    whole = int(span.total_seconds())
+    for unit, size in _UNIT_SECONDS.items():
+        if whole >= size and whole % size == 0:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+def moment(text: str) -> datetime | timedelta:
+    """A point in time: an RFC 3339 / ISO 8601 time (UTC if no offset), or a duration meaning
+    that long ago (`24h`), which the command resolves against the clock when it runs."""
+    if _SPAN.fullmatch(text):
+        return duration(text)
+    try:
+        return expiry(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a time (2030-01-31T12:00:00Z) nor a duration ago ({_SPAN_FORM})"
+        ) from None
 
 
 def seconds(text: str) -> float:
@@ -172,6 +210,15 @@ def field_labels(args: argparse.Namespace) -> dict[str, str]:
         labels["id"] = f"ENTRY {args.entry!r}"
     if getattr(args, "expires", None) is not None:
         labels["expire_time"] = f"--expires {args.expires.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    if getattr(args, "grace", None) is not None:
+        labels["previous_token_grace"] = f"--grace {duration_text(args.grace)}"
+    if args.command == "audit":
+        labels |= {
+            "entry_id": "ENTRY",
+            "actor_entry_id": "--actor",
+            "since": "--since",
+            "until": "--until",
+        }
     for i, allowed in enumerate(getattr(args, "allow", None) or ()):
         given = f"--allow {str(allowed)!r}"
         path = f"access_restrictions[{i}]"
@@ -214,6 +261,48 @@ def update_fields(args: argparse.Namespace) -> dict[str, Any]:
             "--no-expiry (rotate the token with `authz-admin rotate`)"
         )
     return {name: fields.get(name, KEEP) for name in _UPDATABLE}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """What `audit` asks for: the entry and actor as given (an id or a subject, or None), and
+    the time range [since, until)."""
+
+    entry: str | None
+    actor: str | None
+    since: datetime | None
+    until: datetime | None
+
+
+def audit_query(args: argparse.Namespace, now: datetime) -> AuditQuery:
+    """The filters of `audit`, with a duration ago (`--since 24h`) taken back from `now`.
+
+    --verify reads the whole chain, so it takes no filter.
+    """
+    given = [
+        name
+        for name, value in (
+            ("ENTRY", args.entry),
+            ("--actor", args.actor),
+            ("--since", args.since),
+            ("--until", args.until),
+        )
+        if value is not None
+    ]
+    if args.verify and given:
+        raise UsageError(
+            f"--verify checks the whole audit log, so it takes no {', '.join(given)}: "
+            "run `authz-admin audit --verify` alone"
+        )
+    since, until = (
+        now - value if isinstance(value, timedelta) else value for value in (args.since, args.until)
+    )
+    if since is not None and until is not None and since >= until:
+        raise UsageError(
+            f"--since ({since.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}) must be before --until "
+            f"({until.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}): the range is [since, until)"
+        )
+    return AuditQuery(args.entry, args.actor, since, until)
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -335,11 +424,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("entry", help="the entry's id or subject")
     _new_token_flags(rotate)
+    rotate.add_argument(
+        "--grace",
+        type=duration,
+        metavar="DURATION",
+        help="keep the old token working this long too (90s, 15m, 24h, 7d; at most 7d and "
+        "never past the entry's expiry) [0: denied at once]",
+    )
     _etag_flag(rotate)
 
     revoke = add("revoke", parents=admin_parents, help="revoke an entry's token at once")
     revoke.add_argument("entry", help="the entry's id or subject")
     revoke.add_argument("--reason", default="", help="why, kept for audit")
+
+    audit = add(
+        "audit",
+        parents=admin_parents,
+        help="show the audit log (admin writes and refusals), or --verify its hash chain",
+        description="Show the audit log's events, oldest first: every admin write and every "
+        "admin call refused to a known admin. --verify reads the whole log and checks its "
+        "hash chain; it exits 8 at the first edited, missing or out-of-place event.",
+    )
+    audit.add_argument("entry", nargs="?", help="only events about this entry (id or subject)")
+    audit.add_argument(
+        "--actor", metavar="ENTRY", help="only events by this admin entry (id or subject)"
+    )
+    audit.add_argument(
+        "--since",
+        type=moment,
+        metavar="WHEN",
+        help="only events at or after WHEN: a time (2030-01-31T12:00:00Z; UTC if no offset) "
+        "or a duration ago (24h)",
+    )
+    audit.add_argument(
+        "--until", type=moment, metavar="WHEN", help="only events before WHEN (the same forms)"
+    )
+    audit.add_argument(
+        "--verify", action="store_true", help="check the whole log's hash chain (exit 8 if broken)"
+    )
+
+    _import_backstage_command(add, admin_parents)
 
     check = add(
         "check",
@@ -428,4 +552,35 @@ def _new_token_flags(parser: argparse.ArgumentParser) -> None:
 def _etag_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--etag", help="the etag the entry must still have (default: the one just read)"
+    )
+
+
+def _import_backstage_command(
+    add: Callable[..., argparse.ArgumentParser], parents: Sequence[argparse.ArgumentParser]
+) -> None:
+    importing = add(
+        "import-backstage",
+        parents=parents,
+        help="create entries from a Backstage app-config's backend.auth.externalAccess",
+        description="Create an entry for each static token in a Backstage app-config's "
+        "backend.auth.externalAccess, with its subject and access restrictions. Prints the "
+        "plan first (never a token); entries already present are left as they are. Exits 9 "
+        "when anything is not imported: a conflict, skipped or not importable.",
+    )
+    importing.add_argument(
+        "app_config", metavar="APP_CONFIG.yaml", help="the app-config file (${VAR}s from the env)"
+    )
+    importing.add_argument(
+        "--dry-run", action="store_true", help="print the plan and change nothing"
+    )
+    importing.add_argument(
+        "--allow-unrestricted",
+        action="store_true",
+        help="import a token without accessRestrictions as unrestricted (every plugin but "
+        "authz); without it, such a token is skipped",
+    )
+    importing.add_argument(
+        "--check-target",
+        metavar="HOST:PORT",
+        help="where to ask Check when --target is a server's admin listener [--target]",
     )

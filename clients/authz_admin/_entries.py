@@ -33,6 +33,14 @@ def find_entry(client: AuthzClient, name: str) -> Entry:
     return by_subject(list(client.iter_entries(include_revoked=True)), name)
 
 
+def entry_id_of(client: AuthzClient, name: str) -> str:
+    """The id `name` stands for: itself when it has an id's form (so naming an entry by id
+    needs no read of it), else the id of the entry with that subject, as `find_entry` finds it."""
+    if looks_like_id(name):
+        return name
+    return by_subject(list(client.iter_entries(include_revoked=True)), name).id
+
+
 def by_subject(entries: list[Entry], name: str) -> Entry:
     """The entry named `name` among `entries`, as the module docstring says."""
     named = [e for e in entries if name in (e.id, e.subject)]

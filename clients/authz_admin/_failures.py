@@ -37,6 +37,7 @@ class ExitCode(IntEnum):
     NO_SERVER = 5  # nothing answered, in time or at all, or the server failed
     CONFLICT = 6  # the entry's current state is in the way
     OUTPUT = 7  # the result could not be written to stdout
+    CHAIN_BROKEN = 8  # `audit --verify` found an edited, missing or out-of-place event
 
 
 class CommandError(Exception):
@@ -87,6 +88,13 @@ class OutputError(CommandError):
     """The result could not be written to stdout: it is closed, a full disk, a closed pipe."""
 
     exit_code = ExitCode.OUTPUT
+
+
+class ChainBroken(CommandError):
+    """`audit --verify` found the audit log's hash chain broken: an event was edited or
+    deleted outside the service (or the log was served out of order)."""
+
+    exit_code = ExitCode.CHAIN_BROKEN
 
 
 AUTHZ_SERVICE = "authz.v1.AuthzService"

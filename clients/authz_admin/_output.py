@@ -13,12 +13,20 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from authz_client import CheckResult, Entry
+import grpc
+
+from authz_client import AuditEvent, CheckResult, Entry
 
 from ._failures import CommandError, OutputError
 
 LIST_COLUMNS = ("ID", "SUBJECT", "STATE", "RESTRICTIONS", "EXPIRES", "LAST USED")
+# Shown only when some entry listed has a previous token still in its grace.
+PREVIOUS_COLUMN = "PREVIOUS TOKEN UNTIL"
+AUDIT_COLUMNS = ("SEQ", "TIME", "ACTOR", "RPC", "ENTRY", "OUTCOME", "PEER", "CHANGES")
 NONE = "-"
+# The actor of the server's own writes (the bootstrap), which no admin made.
+SERVER_ACTOR = "(server)"
+_STATUS_NAMES = {status.value[0]: status.name for status in grpc.StatusCode}
 
 
 def when(moment: datetime | None, empty: str = NONE) -> str:
@@ -32,6 +40,28 @@ def access(entry: Entry) -> list[str]:
     """The entry's access in the compact `--allow` form, one item per restriction."""
     items = [str(r) for r in entry.restrictions]
     return ["UNRESTRICTED", *items] if entry.unrestricted else items
+
+
+def previous_until(entry: Entry) -> datetime | None:
+    """Until when the token a rotation replaced still works: never past a revoke or expiry,
+    which end both tokens."""
+    return entry.previous_token_expire_time if entry.state == "active" else None
+
+
+def outcome(code: int) -> str:
+    """A google.rpc.Code as its name: OK, PERMISSION_DENIED."""
+    return _STATUS_NAMES.get(code, f"code {code}")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped, so a value cannot break a table's lines."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def changes(event: AuditEvent) -> list[str]:
+    """Each field the event changed, `field: before -> after` (values as the server wrote
+    them, JSON), or none."""
+    return [printable(f"{c.field}: {c.before} -> {c.after}") for c in event.changes]
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
@@ -91,6 +121,8 @@ class Output:
             ("expires", when(entry.expire_time, "never")),
             ("last used", when(entry.last_used_time, "never")),
         ]
+        if (previous := previous_until(entry)) is not None:
+            rows.append(("previous token", f"works until {when(previous)}"))
         if entry.revoke_time is not None:
             rows += [("revoked", when(entry.revoke_time)), ("reason", entry.revoke_reason or NONE)]
         rows.append(("etag", entry.etag))
@@ -103,7 +135,8 @@ class Output:
         if self.as_json:
             self._json([e.to_dict() for e in entries])
             return
-        rows = [LIST_COLUMNS] + [
+        previous = any(previous_until(e) is not None for e in entries)
+        rows = [(*LIST_COLUMNS, *((PREVIOUS_COLUMN,) if previous else ()))] + [
             (
                 e.id,
                 e.subject,
@@ -111,10 +144,53 @@ class Output:
                 " ".join(access(e)) or NONE,
                 when(e.expire_time, "never"),
                 when(e.last_used_time, "never"),
+                *((when(previous_until(e)),) if previous else ()),
             )
             for e in entries
         ]
         self._write(table(rows))
+
+    def audit_events(self, events: Sequence[AuditEvent]) -> None:
+        """Audit events, oldest first: a table with a row per changed field, or a JSON array
+        of every field of each."""
+        if self.as_json:
+            self._json([e.to_dict() for e in events])
+            return
+        rows: list[tuple[str, ...]] = [AUDIT_COLUMNS]
+        for event in events:
+            changed = changes(event) or [NONE]
+            rows.append(
+                (
+                    str(event.sequence),
+                    when(event.time),
+                    printable(event.actor_subject) or SERVER_ACTOR,
+                    printable(event.rpc),
+                    event.entry_id or NONE,
+                    outcome(event.code),
+                    printable(event.peer) or NONE,
+                    changed[0],
+                )
+            )
+            rows += [("", "", "", "", "", "", "", change) for change in changed[1:]]
+        self._write(table(rows))
+
+    def chain_intact(self, count: int, newest: AuditEvent | None) -> None:
+        """`audit --verify`'s answer when the chain holds: how many events, and the newest
+        one's sequence and hash (which an operator can note to see later truncation)."""
+        if self.as_json:
+            self._json(
+                {
+                    "intact": True,
+                    "events": count,
+                    "last_sequence": newest.sequence if newest else 0,
+                    "last_hash": newest.hash if newest else "",
+                }
+            )
+            return
+        lines = f"{count} event{'' if count == 1 else 's'}, chain intact\n"
+        if newest is not None:
+            lines += f"newest: event {newest.sequence} ({when(newest.time)}), hash {newest.hash}\n"
+        self._write(lines)
 
     def check(self, result: CheckResult) -> None:
         """Check's answer: decision, HTTP status, reason, and who on ALLOW."""
@@ -133,6 +209,10 @@ class Output:
             self._json({"token": token})
         else:
             self._write(token + "\n")
+
+    def note(self, message: str) -> None:
+        """A line for the person at the terminal on stderr, beside the result on stdout."""
+        self._say(f"authz-admin: {message}\n")
 
     def warn(self, message: str) -> None:
         """A warning on stderr."""

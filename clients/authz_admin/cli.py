@@ -1,4 +1,5 @@
-"""`authz-admin`: create, inspect, change, rotate and revoke entries, and test tokens with Check.
+"""`authz-admin`: create, inspect, change, rotate and revoke entries, test tokens with Check,
+and read and verify the audit log.
 
 docs/admin-cli.md documents every command, the restriction form, where
 tokens come from, the settings, the output formats and the exit codes.
@@ -31,6 +32,9 @@ from ._arguments import (
     parse_arguments,
     update_fields,
 )
+from ._audit import PERMISSION as AUDIT_PERMISSION
+from ._audit import audit
+from ._backstage import read_plan, run_import
 from ._entries import by_subject, find_entry, looks_like_id
 from ._failures import (
     ADMIN_SERVICE,
@@ -43,7 +47,7 @@ from ._failures import (
     explain,
 )
 from ._listeners import services_at
-from ._output import Output
+from ._output import Output, when
 from ._secrets import generate_token, read_admin_token, read_token
 
 INTERRUPTED = 130  # as shells report Ctrl-C
@@ -58,6 +62,8 @@ PERMISSIONS = {
     "rotate": f"{_READ} and authz.entry.update",
     "revoke": f"authz.entry.revoke (and {_READ} to name an entry by subject)",
     "check": "",
+    "audit": AUDIT_PERMISSION,
+    "import-backstage": f"{_READ} and authz.entry.create ({_READ} alone for --dry-run)",
 }
 UNRESTRICTED_WARNING = (
     "--unrestricted lets this token reach every plugin except authz; "
@@ -72,8 +78,9 @@ UNSHOWN_REASON = "authz-admin: the generated token could not be written to stdou
 
 
 # A command reads and checks its local input first, then returns the part that talks to the
-# server, so bad input never costs a call (nor a look at the admin token).
-Remote = Callable[[AuthzClient], ExitCode]
+# server, so bad input never costs a call (nor a look at the admin token). It returns an
+# ExitCode, or import-backstage's own code for an import that left entries out.
+Remote = Callable[[AuthzClient], int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,9 +111,7 @@ def _discard_stdout() -> None:
     os.close(devnull)
 
 
-def run(
-    args: argparse.Namespace, out: Output, environ: Mapping[str, str], stdin: TextIO
-) -> ExitCode:
+def run(args: argparse.Namespace, out: Output, environ: Mapping[str, str], stdin: TextIO) -> int:
     """Run one parsed command; failures raise CommandError."""
     if args.command == "gen-token":
         out.token(generate_token())
@@ -261,9 +266,18 @@ def _rotate(args: argparse.Namespace, out: Output, stdin: TextIO) -> Remote:
         entry = find_entry(client, args.entry)
         if args.generate:
             _ready_to_show(out)  # no token is retired for one that could not be shown
-        rotated = client.rotate_token(entry.id, args.etag or entry.etag, token)
+        rotated = client.rotate_token(entry.id, args.etag or entry.etag, token, grace=args.grace)
+        old_until = rotated.previous_token_expire_time
+        if old_until is None:
+            old_fate = "the old token no longer works"
+        else:
+            old_fate = (
+                f"the old token keeps working until {when(old_until)} "
+                "(rotating again ends it at once)"
+            )
         if not args.generate:
             _show_written(out, rotated, "has its new token")
+            out.note(f"{old_fate}; the new one works now")
             return ExitCode.OK
         try:
             out.entry(rotated, token=token)
@@ -271,10 +285,12 @@ def _rotate(args: argparse.Namespace, out: Output, stdin: TextIO) -> Remote:
             raise OutputError(
                 f"{failure.message}, so the generated token was not shown; the entry "
                 f"{rotated.id} ({rotated.subject}) was rotated to it all the same: its old "
-                "token no longer works and no one holds the new one. Rotate it again with a "
-                f"stdout that can be written: `authz-admin rotate {rotated.id} --generate`"
+                f"{old_fate.removeprefix('the old ')} and no one holds the new one. Rotate it "
+                "again with a stdout that can be written: "
+                f"`authz-admin rotate {rotated.id} --generate`"
             ) from None
         out.warn(GENERATED_WARNING)
+        out.note(f"{old_fate}; the new one is the token shown above")
         return ExitCode.OK
 
     return rotate
@@ -313,6 +329,22 @@ def _check(args: argparse.Namespace, out: Output, stdin: TextIO) -> Remote:
     return check
 
 
+def _import_backstage(args: argparse.Namespace, out: Output, stdin: TextIO) -> Remote:
+    # Its ${VAR}s come from this process's environment, as a Backstage backend's from its own.
+    plan = read_plan(args.app_config, os.environ, allow_unrestricted=args.allow_unrestricted)
+
+    def import_(client: AuthzClient) -> int:
+        if args.check_target is None:
+            return run_import(plan, client, client, out, dry_run=args.dry_run)
+        credentials = channel_credentials(args, os.environ)
+        with AuthzClient(
+            args.check_target, timeout=client.timeout, credentials=credentials
+        ) as checker:
+            return run_import(plan, client, checker, out, dry_run=args.dry_run)
+
+    return import_
+
+
 def _new_token(args: argparse.Namespace, stdin: TextIO) -> str:
     if args.generate:
         return generate_token()
@@ -338,6 +370,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Output, TextIO], Remote]] = {
     "rotate": _rotate,
     "revoke": _revoke,
     "check": _check,
+    "audit": audit,
+    "import-backstage": _import_backstage,
 }
 
 if __name__ == "__main__":

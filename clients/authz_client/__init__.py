@@ -16,6 +16,7 @@ Against a server that serves TLS, pass `credentials=tls_credentials(ca_file="ca.
 `cert_file` and `key_file` too under mTLS).
 """
 
+from ._audit import ChainBreak, verify_audit_chain
 from ._errors import (
     Aborted,
     AlreadyExists,
@@ -30,7 +31,7 @@ from ._errors import (
     Unauthenticated,
     Unavailable,
 )
-from ._model import ACTIONS, CheckResult, Entry, Restriction
+from ._model import ACTIONS, AuditEvent, CheckResult, Entry, FieldChange, Restriction
 from ._requests import KEEP
 from ._tls import tls_credentials
 from .aio import AsyncAuthzClient
@@ -49,13 +50,16 @@ __all__ = [
     "AlreadyExists",
     "AsyncAuthzClient",
     "AsyncAuthzServerInterceptor",
+    "AuditEvent",
     "AuthzClient",
     "AuthzClientError",
     "AuthzServerInterceptor",
+    "ChainBreak",
     "CheckResult",
     "DeadlineExceeded",
     "Entry",
     "FailedPrecondition",
+    "FieldChange",
     "FieldViolation",
     "InvalidArgument",
     "MethodRule",
@@ -67,4 +71,5 @@ __all__ = [
     "Unavailable",
     "current_identity",
     "tls_credentials",
+    "verify_audit_chain",
 ]

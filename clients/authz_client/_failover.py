@@ -20,7 +20,7 @@ from ._errors import AuthzClientError, DeadlineExceeded, Unavailable
 # Calls that may be repeated, on the same target or on another: Check and the reads, and
 # RevokeEntry (revoking again changes nothing). Create and Update are not: one that reached a
 # server may have committed.
-REPEATABLE = frozenset({"Check", "GetEntry", "ListEntries", "RevokeEntry"})
+REPEATABLE = frozenset({"Check", "GetEntry", "ListAuditEvents", "ListEntries", "RevokeEntry"})
 
 _SERVICE = {"Check": "authz.v1.AuthzService"}
 _ADMIN_SERVICE = "authz.v1.AdminService"

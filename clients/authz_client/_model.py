@@ -80,6 +80,8 @@ class Entry:
     expire_time: datetime | None = None
     last_used_time: datetime | None = None
     revoke_reason: str = ""
+    # Set while the token a rotation replaced still works (its grace): until then.
+    previous_token_expire_time: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with stable keys; timestamps in ISO 8601 UTC, or null."""
@@ -99,8 +101,63 @@ class Entry:
             "revoke_time": iso(self.revoke_time),
             "revoke_reason": self.revoke_reason,
             "last_used_time": iso(self.last_used_time),
+            "previous_token_expire_time": iso(self.previous_token_expire_time),
             "etag": self.etag,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One field an admin write changed, as text: its value before and after ("" for none)."""
+
+    field: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One event of the audit log: an admin write, or an admin call refused to a caller the
+    server knew. Events are hash-chained: `hash` covers `previous_hash` and the event's own
+    fields (see `verify_audit_chain`)."""
+
+    sequence: int
+    time: datetime
+    actor_entry_id: str  # "" for the server's own bootstrap
+    actor_subject: str
+    rpc: str  # the method name, e.g. "UpdateEntry"
+    entry_id: str  # the entry written to, or that would have been ("" when none)
+    changes: tuple[FieldChange, ...]
+    code: int  # google.rpc.Code of the outcome: 0 OK, 7 PERMISSION_DENIED
+    peer: str
+    user_agent: str
+    previous_hash: str
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field; `time` exactly as the chain hashes it."""
+        return {
+            "sequence": self.sequence,
+            "time": exact_time(self.time),
+            "actor_entry_id": self.actor_entry_id,
+            "actor_subject": self.actor_subject,
+            "rpc": self.rpc,
+            "entry_id": self.entry_id,
+            "changes": [
+                {"field": c.field, "before": c.before, "after": c.after} for c in self.changes
+            ],
+            "code": self.code,
+            "peer": self.peer,
+            "user_agent": self.user_agent,
+            "previous_hash": self.previous_hash,
+            "hash": self.hash,
+        }
+
+
+def exact_time(when: datetime) -> str:
+    """`YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC, always six digits of microseconds: the form the
+    audit chain hashes."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def iso(when: datetime | None) -> str | None:
@@ -133,6 +190,25 @@ def entry_from_message(message: authz_pb2.Entry) -> Entry:
         expire_time=_time(message, "expire_time"),
         last_used_time=_time(message, "last_used_time"),
         revoke_reason=message.revoke_reason,
+        previous_token_expire_time=_time(message, "previous_token_expire_time"),
+    )
+
+
+def audit_event_from_message(message: authz_pb2.AuditEvent) -> AuditEvent:
+    """The plain AuditEvent for an `authz.v1.AuditEvent`."""
+    return AuditEvent(
+        sequence=message.sequence,
+        time=message.time.ToDatetime(tzinfo=UTC),
+        actor_entry_id=message.actor_entry_id,
+        actor_subject=message.actor_subject,
+        rpc=message.rpc,
+        entry_id=message.entry_id,
+        changes=tuple(FieldChange(c.field, c.before, c.after) for c in message.changes),
+        code=message.code,
+        peer=message.peer,
+        user_agent=message.user_agent,
+        previous_hash=message.previous_hash,
+        hash=message.hash,
     )
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Final
 
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 
 from authz.v1 import authz_pb2
 
@@ -75,8 +75,10 @@ def update_request(
     unrestricted: bool | _Keep,
     expire_time: datetime | _Keep | None,
     new_token: str,
+    previous_token_grace: timedelta | None = None,
 ) -> authz_pb2.UpdateEntryRequest:
-    """An UpdateEntryRequest whose mask names exactly the fields not left at KEEP."""
+    """An UpdateEntryRequest whose mask names exactly the fields not left at KEEP; with
+    `previous_token_grace`, the token `new_token` replaces keeps working that long."""
     entry = authz_pb2.Entry(id=entry_id)
     paths = []
     if description is not KEEP:
@@ -92,9 +94,34 @@ def update_request(
         if expire_time is not None:
             entry.expire_time.CopyFrom(timestamp(expire_time))
         paths.append("expire_time")
-    return authz_pb2.UpdateEntryRequest(
+    request = authz_pb2.UpdateEntryRequest(
         entry=entry,
         update_mask=field_mask_pb2.FieldMask(paths=paths),
         new_token=new_token,
         etag=etag,
     )
+    if previous_token_grace is not None:
+        grace = duration_pb2.Duration()
+        grace.FromTimedelta(previous_token_grace)
+        request.previous_token_grace.CopyFrom(grace)
+    return request
+
+
+def audit_request(
+    entry_id: str,
+    actor_entry_id: str,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    page_size: int,
+    page_token: str,
+) -> authz_pb2.ListAuditEventsRequest:
+    """A ListAuditEventsRequest; empty filters match every event."""
+    request = authz_pb2.ListAuditEventsRequest(
+        entry_id=entry_id, actor_entry_id=actor_entry_id, page_size=page_size, page_token=page_token
+    )
+    if since is not None:
+        request.since.CopyFrom(timestamp(since))
+    if until is not None:
+        request.until.CopyFrom(timestamp(until))
+    return request

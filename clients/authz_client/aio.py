@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -16,13 +16,22 @@ from authz.v1 import authz_pb2, authz_pb2_grpc
 
 from ._errors import error_from_rpc
 from ._failover import REPEATABLE, Attempts, ask_order, channel_options, service_of, target_list
-from ._model import CheckResult, Entry, Restriction, check_result, entry_from_message
+from ._model import (
+    AuditEvent,
+    CheckResult,
+    Entry,
+    Restriction,
+    audit_event_from_message,
+    check_result,
+    entry_from_message,
+)
 from ._requests import (
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
     KEEP,
     _Keep,
     admin_metadata,
+    audit_request,
     check_request,
     create_request,
     update_request,
@@ -110,6 +119,7 @@ class AsyncAuthzClient:
         unrestricted: bool | _Keep = KEEP,
         expire_time: datetime | _Keep | None = KEEP,
         new_token: str = "",
+        previous_token_grace: timedelta | None = None,
     ) -> Entry:
         """Change the fields given (None clears `expire_time`)."""
         request = update_request(
@@ -120,12 +130,17 @@ class AsyncAuthzClient:
             unrestricted=unrestricted,
             expire_time=expire_time,
             new_token=new_token,
+            previous_token_grace=previous_token_grace,
         )
         return entry_from_message(await self._call("UpdateEntry", request))
 
-    async def rotate_token(self, entry_id: str, etag: str, new_token: str) -> Entry:
-        """Replace the entry's token."""
-        return await self.update_entry(entry_id, etag, new_token=new_token)
+    async def rotate_token(
+        self, entry_id: str, etag: str, new_token: str, *, grace: timedelta | None = None
+    ) -> Entry:
+        """Replace the entry's token; with `grace`, the old one keeps working that long."""
+        return await self.update_entry(
+            entry_id, etag, new_token=new_token, previous_token_grace=grace
+        )
 
     async def revoke_entry(self, entry_id: str, reason: str = "") -> Entry:
         """Revoke at once."""
@@ -156,6 +171,47 @@ class AsyncAuthzClient:
             )
             for entry in entries:
                 yield entry
+            if not page_token:
+                return
+
+    async def list_audit_events(
+        self,
+        entry_id: str = "",
+        actor_entry_id: str = "",
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[AuditEvent], str]:
+        """One page of audit events, oldest first, and the next page's token."""
+        request = audit_request(
+            entry_id,
+            actor_entry_id,
+            since=since,
+            until=until,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        response = await self._call("ListAuditEvents", request)
+        return [audit_event_from_message(e) for e in response.events], response.next_page_token
+
+    async def iter_audit_events(
+        self,
+        entry_id: str = "",
+        actor_entry_id: str = "",
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> AsyncIterator[AuditEvent]:
+        """Every audit event that passes the filters, oldest first, page after page."""
+        page_token = ""
+        while True:
+            events, page_token = await self.list_audit_events(
+                entry_id, actor_entry_id, since=since, until=until, page_token=page_token
+            )
+            for event in events:
+                yield event
             if not page_token:
                 return
 

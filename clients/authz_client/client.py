@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -14,13 +14,22 @@ from authz.v1 import authz_pb2, authz_pb2_grpc
 
 from ._errors import error_from_rpc
 from ._failover import REPEATABLE, Attempts, ask_order, channel_options, service_of, target_list
-from ._model import CheckResult, Entry, Restriction, check_result, entry_from_message
+from ._model import (
+    AuditEvent,
+    CheckResult,
+    Entry,
+    Restriction,
+    audit_event_from_message,
+    check_result,
+    entry_from_message,
+)
 from ._requests import (
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
     KEEP,
     _Keep,
     admin_metadata,
+    audit_request,
     check_request,
     create_request,
     update_request,
@@ -47,10 +56,11 @@ class AuthzClient:
 
     `target` is one `host:port` (or any grpc target, such as `dns:///name:port`, whose
     addresses are used in turn), or a sequence of them: replicas of one service. Every call
-    has a deadline (`timeout`, 1 s by default) that covers every target it asks. Check, Get,
-    List and Revoke go to the next target on UNAVAILABLE or when their share of the timeout
-    runs out; Create and Update only go to a target that is connected and serving, and are
-    never sent twice. Failures raise `AuthzClientError` subclasses.
+    has a deadline (`timeout`, 1 s by default) that covers every target it asks. Check, the
+    reads (Get, List, ListAuditEvents) and Revoke go to the next target on UNAVAILABLE or when
+    their share of the timeout runs out; Create and Update only go to a target that is
+    connected and serving, and are never sent twice. Failures raise `AuthzClientError`
+    subclasses.
     """
 
     def __init__(
@@ -120,8 +130,13 @@ class AuthzClient:
         unrestricted: bool | _Keep = KEEP,
         expire_time: datetime | _Keep | None = KEEP,
         new_token: str = "",
+        previous_token_grace: timedelta | None = None,
     ) -> Entry:
-        """Change the fields given (None clears `expire_time`); a stale etag raises Aborted."""
+        """Change the fields given (None clears `expire_time`); a stale etag raises Aborted.
+
+        `new_token` rotates the token; `previous_token_grace` then keeps the replaced one
+        working that long (see `rotate_token`).
+        """
         request = update_request(
             entry_id,
             etag,
@@ -130,12 +145,17 @@ class AuthzClient:
             unrestricted=unrestricted,
             expire_time=expire_time,
             new_token=new_token,
+            previous_token_grace=previous_token_grace,
         )
         return entry_from_message(self._call("UpdateEntry", request))
 
-    def rotate_token(self, entry_id: str, etag: str, new_token: str) -> Entry:
-        """Replace the entry's token; the old one is denied once this returns."""
-        return self.update_entry(entry_id, etag, new_token=new_token)
+    def rotate_token(
+        self, entry_id: str, etag: str, new_token: str, *, grace: timedelta | None = None
+    ) -> Entry:
+        """Replace the entry's token. Without `grace` the old one is denied once this returns;
+        with it, the old one keeps working, with the entry's current scope, that long (at most
+        7 days, and never past the entry's expiry): until `previous_token_expire_time`."""
+        return self.update_entry(entry_id, etag, new_token=new_token, previous_token_grace=grace)
 
     def revoke_entry(self, entry_id: str, reason: str = "") -> Entry:
         """Revoke at once; revoking again changes nothing."""
@@ -165,6 +185,48 @@ class AuthzClient:
                 page_token=page_token, include_revoked=include_revoked
             )
             yield from entries
+            if not page_token:
+                return
+
+    def list_audit_events(
+        self,
+        entry_id: str = "",
+        actor_entry_id: str = "",
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[AuditEvent], str]:
+        """One page of audit events, oldest first, and the next page's token ("" after the
+        last page). Filters: the target entry, the acting admin's entry, and a time range
+        [since, until); empty ones match every event. Needs `authz.audit.read`."""
+        request = audit_request(
+            entry_id,
+            actor_entry_id,
+            since=since,
+            until=until,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        response = self._call("ListAuditEvents", request)
+        return [audit_event_from_message(e) for e in response.events], response.next_page_token
+
+    def iter_audit_events(
+        self,
+        entry_id: str = "",
+        actor_entry_id: str = "",
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[AuditEvent]:
+        """Every audit event that passes the filters, oldest first, page after page."""
+        page_token = ""
+        while True:
+            events, page_token = self.list_audit_events(
+                entry_id, actor_entry_id, since=since, until=until, page_token=page_token
+            )
+            yield from events
             if not page_token:
                 return
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import importlib.metadata
 import io
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -16,7 +18,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authz_admin._arguments import (
+    AuditQuery,
     access_of,
+    audit_query,
+    duration,
+    duration_text,
     field_labels,
     parse_arguments,
     restriction,
@@ -40,10 +46,12 @@ from authz_client import (
     KEEP,
     Aborted,
     AlreadyExists,
+    AuditEvent,
     AuthzClientError,
     DeadlineExceeded,
     Entry,
     FailedPrecondition,
+    FieldChange,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -474,3 +482,226 @@ def test_a_result_stdout_cannot_take_is_an_output_error_that_is_never_0_or_1(
     assert failure.value.exit_code == ExitCode.OUTPUT
     assert failure.value.exit_code not in {ExitCode.OK, ExitCode.DENIED}
     assert failure.value.message.startswith("cannot write to stdout: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "span"),
+    [
+        ("90s", timedelta(seconds=90)),
+        ("15m", timedelta(minutes=15)),
+        ("24h", timedelta(hours=24)),
+        ("7d", timedelta(days=7)),
+        ("0s", timedelta(0)),
+    ],
+)
+def test_rotate_grace_reads_a_number_and_a_unit(text: str, span: timedelta) -> None:
+    assert parse_arguments(["rotate", "sync", "--grace", text]).grace == span
+
+
+def test_rotate_without_grace_asks_for_none() -> None:
+    assert parse_arguments(["rotate", "sync"]).grace is None
+
+
+@pytest.mark.parametrize("text", ["24", "h", "1.5h", "-1h", "1w", "24 h", "1h30m", "", "+1d"])
+def test_a_grace_that_is_not_a_duration_is_a_usage_error_naming_grace(
+    text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_arguments(["rotate", "sync", f"--grace={text}"])
+    assert exit_.value.code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "argument --grace: " in err
+    assert "90s, 15m, 24h or 7d" in err
+
+
+@given(st.integers(min_value=0, max_value=10**6), st.sampled_from("smhd"))
+def test_a_duration_written_back_reads_as_the_same_span(number: int, unit: str) -> None:
+    span = duration(f"{number}{unit}")
+    assert duration(duration_text(span)) == span
+
+
+def test_a_grace_the_server_refuses_is_said_as_the_flag_with_its_value() -> None:
+    args = parse_arguments(["rotate", "sync", "--grace", "192h"])
+    refused = InvalidArgument(
+        "bad", (FieldViolation("previous_token_grace", "must be at most 7d"),)
+    )
+    failure = explain(refused, Situation("t", 5.0, "", fields=field_labels(args)))
+    assert failure.details == ("--grace 8d: must be at most 7d",)
+
+
+NOW = datetime(2030, 1, 31, 12, tzinfo=UTC)
+
+
+def test_audit_takes_an_entry_an_actor_and_a_time_range() -> None:
+    args = parse_arguments(
+        ["audit", "catalog-sync", "--actor", "bootstrap-admin", "--since", "2030-01-01",
+         "--until", "2030-01-31T10:00:00+02:00", "--json"]
+    )  # fmt: skip
+    assert audit_query(args, NOW) == AuditQuery(
+        "catalog-sync",
+        "bootstrap-admin",
+        datetime(2030, 1, 1, tzinfo=UTC),
+        datetime(2030, 1, 31, 8, tzinfo=UTC),
+    )
+    assert (args.verify, args.json) == (False, True)
+
+
+def test_audit_alone_asks_for_every_event() -> None:
+    args = parse_arguments(["audit"])
+    assert audit_query(args, NOW) == AuditQuery(None, None, None, None)
+
+
+def test_a_duration_in_audit_since_and_until_counts_back_from_now() -> None:
+    args = parse_arguments(["audit", "--since", "7d", "--until", "90m"])
+    query = audit_query(args, NOW)
+    assert (query.since, query.until) == (NOW - timedelta(days=7), NOW - timedelta(minutes=90))
+
+
+@pytest.mark.parametrize("option", ["--since", "--until"])
+@pytest.mark.parametrize("text", ["yesterday", "24", "2030-13-01", "1w"])
+def test_an_audit_time_that_is_neither_a_time_nor_a_duration_is_a_usage_error(
+    option: str, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_arguments(["audit", option, text])
+    assert exit_.value.code == ExitCode.USAGE
+    assert f"argument {option}: {text!r} is neither a time" in capsys.readouterr().err
+
+
+def test_an_audit_range_that_ends_before_it_starts_is_a_usage_error() -> None:
+    args = parse_arguments(["audit", "--since", "1h", "--until", "2h"])
+    with pytest.raises(UsageError) as failure:
+        audit_query(args, NOW)
+    assert "--since (2030-01-31T11:00:00Z) must be before --until (2030-01-31T10:00:00Z)" in (
+        failure.value.message
+    )
+
+
+@pytest.mark.parametrize(
+    ("filters", "named"),
+    [
+        (["catalog-sync"], "ENTRY"),
+        (["--actor", "bootstrap-admin"], "--actor"),
+        (["--since", "24h"], "--since"),
+        (["--until", "2030-01-01"], "--until"),
+        (["catalog-sync", "--since", "1h"], "ENTRY, --since"),
+    ],
+)
+def test_audit_verify_takes_no_filter_since_it_checks_the_whole_chain(
+    filters: list[str], named: str
+) -> None:
+    args = parse_arguments(["audit", "--verify", *filters])
+    with pytest.raises(UsageError) as failure:
+        audit_query(args, NOW)
+    assert failure.value.exit_code == ExitCode.USAGE
+    assert f"takes no {named}: run `authz-admin audit --verify` alone" in failure.value.message
+
+
+def test_audit_verify_alone_is_a_whole_chain_query() -> None:
+    args = parse_arguments(["audit", "--verify", "--json"])
+    assert args.verify
+    assert audit_query(args, NOW) == AuditQuery(None, None, None, None)
+
+
+def rotated(until: datetime | None) -> Entry:
+    return dataclasses.replace(entry("e-1", "sync"), previous_token_expire_time=until)
+
+
+def test_an_entry_shows_when_its_previous_token_stops_working_only_while_it_works() -> None:
+    shown, plain = io.StringIO(), io.StringIO()
+    Output(shown, io.StringIO(), as_json=False).entry(rotated(NOW))
+    Output(plain, io.StringIO(), as_json=False).entry(rotated(None))
+    assert "previous token  works until 2030-01-31T12:00:00Z\n" in shown.getvalue()
+    assert "previous token" not in plain.getvalue()
+
+
+def test_the_list_has_a_previous_token_column_only_when_an_entry_has_one() -> None:
+    with_one, without = io.StringIO(), io.StringIO()
+    Output(with_one, io.StringIO(), as_json=False).entries([rotated(None), rotated(NOW)])
+    Output(without, io.StringIO(), as_json=False).entries([rotated(None)])
+    header, first, second = with_one.getvalue().splitlines()
+    assert header.endswith("PREVIOUS TOKEN UNTIL")
+    assert (first.split()[-1], second.split()[-1]) == ("-", "2030-01-31T12:00:00Z")
+    assert "PREVIOUS" not in without.getvalue()
+
+
+def test_an_entry_in_json_says_when_its_previous_token_stops_working() -> None:
+    assert rotated(NOW).to_dict()["previous_token_expire_time"] == "2030-01-31T12:00:00Z"
+    assert rotated(None).to_dict()["previous_token_expire_time"] is None
+
+
+def audit_event(sequence: int, *changes: FieldChange, code: int = 0) -> AuditEvent:
+    return AuditEvent(
+        sequence=sequence,
+        time=NOW + timedelta(microseconds=sequence),
+        actor_entry_id="a-1",
+        actor_subject="bootstrap-admin",
+        rpc="UpdateEntry",
+        entry_id="e-1",
+        changes=changes,
+        code=code,
+        peer="10.0.0.7",
+        user_agent="grpc-python",
+        previous_hash="",
+        hash=f"h{sequence}",
+    )
+
+
+def test_audit_events_show_as_a_table_with_a_row_per_changed_field() -> None:
+    shown = io.StringIO()
+    events = [
+        audit_event(
+            1,
+            FieldChange("description", '""', '"new\\nline"'),
+            FieldChange("unrestricted", "false", "true"),
+        ),
+        audit_event(2, code=7),
+    ]
+    Output(shown, io.StringIO(), as_json=False).audit_events(events)
+    lines = [line.split("  ") for line in shown.getvalue().splitlines()]
+    cells = [[cell.strip() for cell in line if cell.strip()] for line in lines]
+    assert cells == [
+        ["SEQ", "TIME", "ACTOR", "RPC", "ENTRY", "OUTCOME", "PEER", "CHANGES"],
+        ["1", "2030-01-31T12:00:00Z", "bootstrap-admin", "UpdateEntry", "e-1", "OK", "10.0.0.7",
+         'description: "" -> "new\\nline"'],
+        ["unrestricted: false -> true"],
+        ["2", "2030-01-31T12:00:00Z", "bootstrap-admin", "UpdateEntry", "e-1",
+         "PERMISSION_DENIED", "10.0.0.7", "-"],
+    ]  # fmt: skip
+
+
+def test_audit_events_in_json_carry_every_field_and_the_exact_time() -> None:
+    shown = io.StringIO()
+    Output(shown, io.StringIO(), as_json=True).audit_events(
+        [audit_event(3, FieldChange("token", "null", '"(new token)"'))]
+    )
+    assert json.loads(shown.getvalue()) == [
+        {
+            "sequence": 3,
+            "time": "2030-01-31T12:00:00.000003Z",
+            "actor_entry_id": "a-1",
+            "actor_subject": "bootstrap-admin",
+            "rpc": "UpdateEntry",
+            "entry_id": "e-1",
+            "changes": [{"field": "token", "before": "null", "after": '"(new token)"'}],
+            "code": 0,
+            "peer": "10.0.0.7",
+            "user_agent": "grpc-python",
+            "previous_hash": "",
+            "hash": "h3",
+        }
+    ]
+
+
+def test_an_intact_chain_is_said_in_one_line_with_its_count_then_the_newest_hash() -> None:
+    shown = io.StringIO()
+    Output(shown, io.StringIO(), as_json=False).chain_intact(12, audit_event(12))
+    assert shown.getvalue().splitlines() == [
+        "12 events, chain intact",
+        "newest: event 12 (2030-01-31T12:00:00Z), hash h12",
+    ]
+
+
+def test_a_broken_chain_has_an_exit_code_of_its_own() -> None:
+    # A value another code already had would make it that code's alias, named after it.
+    assert (ExitCode.CHAIN_BROKEN.name, int(ExitCode.CHAIN_BROKEN)) == ("CHAIN_BROKEN", 8)
