@@ -47,6 +47,15 @@ def peer_host(peer: str) -> str:
     return client_host(unquote(address.rpartition(":")[0]))
 
 
+def peer_address(peer: str) -> str:
+    """The client address of a gRPC peer, without its port (`10.0.0.7`, `::1`): what the audit
+    log records. A Unix socket peer as it is."""
+    kind, _, address = peer.partition(":")
+    if kind not in {"ipv4", "ipv6"}:
+        return peer
+    return unquote(address.rpartition(":")[0]).strip("[]")
+
+
 def client_host(address: str) -> str:
     """The host an IP address stands for: an IPv4 address as it is, an IPv6 one as its /64
     (one host is commonly given a whole /64, so each of its addresses must not count as a

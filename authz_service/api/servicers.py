@@ -22,6 +22,7 @@ from .convert import (
     grace_of,
     mask_paths,
     optional_time,
+    peer_address,
     peer_host,
     restriction_inputs,
 )
@@ -225,11 +226,15 @@ def _peer(context: Context) -> str:
 
 
 def _caller(context: Context) -> dict[str, str]:
-    """Who sends an admin call: its host (whose turn any argon2 work takes, and what the audit
-    log records) and its user agent (cut to USER_AGENT_CHARS)."""
+    """Who sends an admin call: its host (whose turn any argon2 work takes), its address and
+    its user agent (cut to USER_AGENT_CHARS), which the audit log records."""
     agent = next(
         (value for key, value in context.invocation_metadata() or () if key == "user-agent"), ""
     )
     if not isinstance(agent, str):
         agent = ""
-    return {"peer": _peer(context), "user_agent": agent[:USER_AGENT_CHARS]}
+    return {
+        "peer": _peer(context),
+        "user_agent": agent[:USER_AGENT_CHARS],
+        "address": peer_address(context.peer() or ""),
+    }

@@ -102,8 +102,10 @@ class Call:
     """Which admin RPC this is and who sent it, for the audit log."""
 
     rpc: str
+    # The caller's host (whose turn argon2 work takes) and, for the audit log, its address.
     peer: str = ""
     user_agent: str = ""
+    address: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,10 +211,16 @@ class Admin:
         )
 
     async def create(
-        self, authorization: str, new: NewEntry, *, peer: str = "", user_agent: str = ""
+        self,
+        authorization: str,
+        new: NewEntry,
+        *,
+        peer: str = "",
+        user_agent: str = "",
+        address: str = "",
     ) -> Entry:
         """Create an entry for a new token; the token itself is kept only as a verifier."""
-        call = Call("CreateEntry", peer, user_agent)
+        call = Call("CreateEntry", peer, user_agent, address)
         return await self._refusals_audited(
             authorization, "", call, self._create(authorization, new, call)
         )
@@ -254,10 +262,16 @@ class Admin:
         return await self._claims.take(new.token, "token", peer, add)
 
     async def update(
-        self, authorization: str, change: EntryChange, *, peer: str = "", user_agent: str = ""
+        self,
+        authorization: str,
+        change: EntryChange,
+        *,
+        peer: str = "",
+        user_agent: str = "",
+        address: str = "",
     ) -> Entry:
         """Change the fields named by `change.paths`, and rotate the token if one is given."""
-        call = Call("UpdateEntry", peer, user_agent)
+        call = Call("UpdateEntry", peer, user_agent, address)
         return await self._refusals_audited(
             authorization, change.entry_id, call, self._update(authorization, change, call)
         )
@@ -362,9 +376,10 @@ class Admin:
         *,
         peer: str = "",
         user_agent: str = "",
+        address: str = "",
     ) -> Entry:
         """Revoke an entry at once; revoking a revoked entry changes nothing."""
-        call = Call("RevokeEntry", peer, user_agent)
+        call = Call("RevokeEntry", peer, user_agent, address)
         return await self._refusals_audited(
             authorization, entry_id, call, self._revoke(authorization, entry_id, reason, call)
         )
@@ -399,10 +414,16 @@ class Admin:
             return self._with_usage(revoked)
 
     async def get(
-        self, authorization: str, entry_id: str, *, peer: str = "", user_agent: str = ""
+        self,
+        authorization: str,
+        entry_id: str,
+        *,
+        peer: str = "",
+        user_agent: str = "",
+        address: str = "",
     ) -> Entry:
         """One entry, with its latest use."""
-        call = Call("GetEntry", peer, user_agent)
+        call = Call("GetEntry", peer, user_agent, address)
         await self._refusals_audited(
             authorization, entry_id, call, self.authorize(authorization, AdminPermission.READ, peer)
         )
@@ -419,9 +440,10 @@ class Admin:
         *,
         peer: str = "",
         user_agent: str = "",
+        address: str = "",
     ) -> tuple[list[Entry], str]:
         """A page of entries in creation order, and the token of the next page ("" at the end)."""
-        call = Call("ListEntries", peer, user_agent)
+        call = Call("ListEntries", peer, user_agent, address)
         await self._refusals_audited(
             authorization, "", call, self.authorize(authorization, AdminPermission.READ, peer)
         )
@@ -460,9 +482,10 @@ class Admin:
         unreadable: Sequence[FieldViolation] = (),
         peer: str = "",
         user_agent: str = "",
+        address: str = "",
     ) -> tuple[Sequence[AuditEvent], str]:
         """A page of audit events, oldest first, and the next page's token ("" at the end)."""
-        call = Call("ListAuditEvents", peer, user_agent)
+        call = Call("ListAuditEvents", peer, user_agent, address)
         await self._refusals_audited(
             authorization, "", call, self.authorize(authorization, AdminPermission.AUDIT_READ, peer)
         )
@@ -594,7 +617,7 @@ class Admin:
             entry_id=entry.id,
             changes=field_changes(target, entry, fields),
             code=0,
-            peer=acting.call.peer,
+            peer=acting.call.address or acting.call.peer,
             user_agent=acting.call.user_agent,
         )
         return Change(
@@ -622,7 +645,7 @@ class Admin:
                 entry_id=target,
                 changes=(),
                 code=PERMISSION_DENIED,
-                peer=call.peer,
+                peer=call.address or call.peer,
                 user_agent=call.user_agent,
             )
             try:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from authz_service.adapters.threaded_store import ThreadedStore
+from authz_service.core.changes import Change, Event
 from authz_service.core.decision import Decision
 from authz_service.core.errors import (
     AuthzError,
@@ -20,6 +21,7 @@ from authz_service.core.errors import (
 )
 from authz_service.core.model import (
     FULL_ADMIN_RESTRICTION,
+    AdminPermission,
     Entry,
     Restriction,
 )
@@ -208,3 +210,48 @@ def admin_call(world: World, name: str, authorization: str) -> Coroutine[Any, An
             return world.admin.get(authorization, target.id)
         case _:
             return world.admin.list(authorization, 10, "", include_revoked=True)
+
+
+# An admin other than root, and the helpers, that several admin test files share.
+
+UPDATER_TOKEN = "updater-admin-token-0005"
+AS_UPDATER = f"Bearer {UPDATER_TOKEN}"
+
+
+def only(*permissions: AdminPermission) -> tuple[Restriction, ...]:
+    return (Restriction("authz", tuple(p.value for p in permissions)),)
+
+
+class InterleavingStore(InMemoryStore):
+    """Lets a test commit another process's write at a chosen moment: `after_get[id]` runs just
+    after the next read of that entry, `before_write` as the next write starts (before its
+    transaction, so before its guard and its claim are checked)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.after_get: dict[str, Callable[[], object]] = {}
+        self.before_write: Callable[[], object] | None = None
+
+    def get(self, entry_id: str) -> Entry:
+        entry = super().get(entry_id)
+        action = self.after_get.pop(entry_id, None)
+        if action is not None:
+            action()
+        return entry
+
+    def add(self, entry: Entry, change: Change | None = None) -> Event:
+        self._interleave()
+        return super().add(entry, change)
+
+    def replace(self, entry: Entry, change: Change | None = None) -> Event:
+        self._interleave()
+        return super().replace(entry, change)
+
+    def rotate(self, entry: Entry, change: Change | None = None) -> Event:
+        self._interleave()
+        return super().rotate(entry, change)
+
+    def _interleave(self) -> None:
+        action, self.before_write = self.before_write, None
+        if action is not None:
+            action()
