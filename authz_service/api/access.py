@@ -16,8 +16,6 @@ from typing import Any, TypeVar
 
 import grpc
 
-from authz_service.usecases.admin import acting_admin
-
 from ._status import Handler, abort_for, code_of
 
 log = logging.getLogger("authz_service.access")
@@ -75,13 +73,14 @@ def observed_admin_call(handler: Handler[Response]) -> Handler[Response]:
         self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Response:
         started = time.perf_counter()
-        acting_admin.set("")
 
         def record(code: grpc.StatusCode, response: Any) -> None:
+            # The acting admin, if its token was verified (a refused or unknown one names none).
+            acting = self.identify(context)
             self.calls.record(
                 rpc,
                 code,
-                subject=acting_admin.get(),
+                subject=acting[1] if acting else "",
                 entry_id=_entry_id(request, response),
                 peer=context.peer() or "",
                 seconds=time.perf_counter() - started,

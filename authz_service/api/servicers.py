@@ -128,6 +128,11 @@ class AdminServicer(authz_pb2_grpc.AdminServiceServicer):
         # Every call is counted and access-logged here (see observed_admin_call).
         self.calls = calls or AdminCalls()
 
+    def identify(self, context: Context) -> tuple[str, str] | None:
+        """The entry id and subject of the admin whose token this call presents, when it was
+        verified (for the access log)."""
+        return self._admin.identify(authorization_of(context))
+
     @observed_admin_call
     async def CreateEntry(  # noqa: N802 (gRPC method name)
         self, request: authz_pb2.CreateEntryRequest, context: Context

@@ -9,7 +9,6 @@ processes apply it on their next Check (see `coherence`).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -72,7 +71,6 @@ from .pages import PageTokens
 # by the access log. Each gRPC call runs in its own task, so each has its own value.
 log = logging.getLogger("authz_service.admin")
 T = TypeVar("T")
-acting_admin: contextvars.ContextVar[str] = contextvars.ContextVar("acting_admin", default="")
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -171,6 +169,10 @@ class Admin:
         self._pages = PageTokens(key)
         self._clock = clock
 
+    def identify(self, authorization: str) -> tuple[str, str] | None:
+        """The entry id and subject of `authorization`'s token, once it was verified."""
+        return self._checker.identify(authorization)
+
     async def authorize(
         self, authorization: str, permission: AdminPermission, peer: str = ""
     ) -> Decision:
@@ -189,7 +191,6 @@ class Admin:
             caller=lambda: peer,
         )
         if decision.allowed:
-            acting_admin.set(decision.subject)
             return decision
         if decision.code == UNAUTHENTICATED:
             raise Unauthenticated(f"admin token rejected: {decision.reason}")
