@@ -27,6 +27,11 @@ class CheckResult:
     entry_id: str = ""
     code: int = 0
 
+    @property
+    def outcome(self) -> str:
+        """`reason`, or "ok" on allow: the `reason` label of the server's `authz_checks_total`."""
+        return self.reason or "ok"
+
 
 @dataclass(frozen=True, slots=True)
 class Restriction:

@@ -205,3 +205,13 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_a_check_result_s_outcome_is_the_metrics_label_ok_on_allow_and_the_reason_on_deny(
+    server: ServerProcess,
+) -> None:
+    with AuthzClient(server.target, timeout=10) as client:
+        allowed = client.check(BOOTSTRAP_TOKEN, "authz", "authz.entry.read", "read")
+        denied = client.check(BOOTSTRAP_TOKEN, "catalog")
+    assert (allowed.reason, allowed.outcome) == ("", "ok")
+    assert (denied.reason, denied.outcome) == ("plugin_not_allowed", "plugin_not_allowed")
