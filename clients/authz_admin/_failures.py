@@ -38,6 +38,7 @@ class ExitCode(IntEnum):
     CONFLICT = 6  # the entry's current state is in the way
     OUTPUT = 7  # the result could not be written to stdout
     CHAIN_BROKEN = 8  # `audit --verify` found an edited, missing or out-of-place event
+    INCOMPLETE = 9  # `import-backstage` left entries out: conflict, skipped, not importable
 
 
 class CommandError(Exception):

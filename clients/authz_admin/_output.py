@@ -64,7 +64,7 @@ def changes(event: AuditEvent) -> list[str]:
     return [printable(f"{c.field}: {c.before} -> {c.after}") for c in event.changes]
 
 
-def table(rows: Sequence[Sequence[str]]) -> str:
+def aligned(rows: Sequence[Sequence[str]]) -> str:
     """Rows as left-aligned columns two spaces apart, without trailing blanks."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "".join(
@@ -106,7 +106,7 @@ class Output:
             data = entry.to_dict()
             if token is not None:
                 data["token"] = token
-            self._json(data)
+            self.document(data)
             return
         items = access(entry) or [NONE]
         rows = [
@@ -128,12 +128,12 @@ class Output:
         rows.append(("etag", entry.etag))
         if token is not None:
             rows.append(("token", token))
-        self._write(table(rows))
+        self.table(rows)
 
     def entries(self, entries: Sequence[Entry]) -> None:
         """A list of entries: a table, or a JSON array."""
         if self.as_json:
-            self._json([e.to_dict() for e in entries])
+            self.document([e.to_dict() for e in entries])
             return
         previous = any(previous_until(e) is not None for e in entries)
         rows = [(*LIST_COLUMNS, *((PREVIOUS_COLUMN,) if previous else ()))] + [
@@ -148,13 +148,13 @@ class Output:
             )
             for e in entries
         ]
-        self._write(table(rows))
+        self.table(rows)
 
     def audit_events(self, events: Sequence[AuditEvent]) -> None:
         """Audit events, oldest first: a table with a row per changed field, or a JSON array
         of every field of each."""
         if self.as_json:
-            self._json([e.to_dict() for e in events])
+            self.document([e.to_dict() for e in events])
             return
         rows: list[tuple[str, ...]] = [AUDIT_COLUMNS]
         for event in events:
@@ -172,13 +172,13 @@ class Output:
                 )
             )
             rows += [("", "", "", "", "", "", "", change) for change in changed[1:]]
-        self._write(table(rows))
+        self.table(rows)
 
     def chain_intact(self, count: int, newest: AuditEvent | None) -> None:
         """`audit --verify`'s answer when the chain holds: how many events, and the newest
         one's sequence and hash (which an operator can note to see later truncation)."""
         if self.as_json:
-            self._json(
+            self.document(
                 {
                     "intact": True,
                     "events": count,
@@ -195,20 +195,32 @@ class Output:
     def check(self, result: CheckResult) -> None:
         """Check's answer: decision, HTTP status, reason, and who on ALLOW."""
         if self.as_json:
-            self._json(check_dict(result))
+            self.document(check_dict(result))
         elif result.allowed:
-            self._write(
-                f"ALLOW  {result.http_status}  subject {result.subject} (entry {result.entry_id})\n"
+            self.line(
+                f"ALLOW  {result.http_status}  subject {result.subject} (entry {result.entry_id})"
             )
         else:
-            self._write(f"DENY  {result.http_status}  {result.reason}\n")
+            self.line(f"DENY  {result.http_status}  {result.reason}")
 
     def token(self, token: str) -> None:
         """A token from `gen-token`."""
         if self.as_json:
-            self._json({"token": token})
+            self.document({"token": token})
         else:
-            self._write(token + "\n")
+            self.line(token)
+
+    def table(self, rows: Sequence[Sequence[str]]) -> None:
+        """Rows as a table for people, left-aligned columns two spaces apart."""
+        self._write(aligned(rows))
+
+    def line(self, text: str) -> None:
+        """One line of a result, for people: `text` without its newline."""
+        self._write(text + "\n")
+
+    def document(self, data: Any) -> None:
+        """A result as one JSON document, for scripts: `data` is JSON-ready."""
+        self._write(json.dumps(data, indent=2) + "\n")
 
     def note(self, message: str) -> None:
         """A line for the person at the terminal on stderr, beside the result on stdout."""
@@ -226,9 +238,6 @@ class Output:
                 + [f"  {detail}\n" for detail in failure.details]
             )
         )
-
-    def _json(self, data: Any) -> None:
-        self._write(json.dumps(data, indent=2) + "\n")
 
     def _open_stdout(self) -> TextIO:
         if self.stdout is None or self.stdout.closed:

@@ -34,7 +34,8 @@ from ._arguments import (
 )
 from ._audit import PERMISSION as AUDIT_PERMISSION
 from ._audit import audit
-from ._backstage import read_plan, run_import
+from ._backstage import run_import
+from ._backstage_config import read_plan
 from ._entries import by_subject, find_entry, looks_like_id
 from ._failures import (
     ADMIN_SERVICE,
@@ -78,9 +79,8 @@ UNSHOWN_REASON = "authz-admin: the generated token could not be written to stdou
 
 
 # A command reads and checks its local input first, then returns the part that talks to the
-# server, so bad input never costs a call (nor a look at the admin token). It returns an
-# ExitCode, or import-backstage's own code for an import that left entries out.
-Remote = Callable[[AuthzClient], int]
+# server, so bad input never costs a call (nor a look at the admin token).
+Remote = Callable[[AuthzClient], ExitCode]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,7 +111,9 @@ def _discard_stdout() -> None:
     os.close(devnull)
 
 
-def run(args: argparse.Namespace, out: Output, environ: Mapping[str, str], stdin: TextIO) -> int:
+def run(
+    args: argparse.Namespace, out: Output, environ: Mapping[str, str], stdin: TextIO
+) -> ExitCode:
     """Run one parsed command; failures raise CommandError."""
     if args.command == "gen-token":
         out.token(generate_token())
@@ -333,7 +335,7 @@ def _import_backstage(args: argparse.Namespace, out: Output, stdin: TextIO) -> R
     # Its ${VAR}s come from this process's environment, as a Backstage backend's from its own.
     plan = read_plan(args.app_config, os.environ, allow_unrestricted=args.allow_unrestricted)
 
-    def import_(client: AuthzClient) -> int:
+    def import_(client: AuthzClient) -> ExitCode:
         if args.check_target is None:
             return run_import(plan, client, client, out, dry_run=args.dry_run)
         credentials = channel_credentials(args, os.environ)

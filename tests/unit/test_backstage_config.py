@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authz_admin._backstage import (
+from authz_admin._backstage_config import (
     CONFLICT,
     CREATE,
     NOT_IMPORTABLE,
