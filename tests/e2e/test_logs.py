@@ -74,8 +74,8 @@ def test_each_admin_call_writes_one_access_line_naming_the_acting_admin(
         {"rpc": "GetEntry", "code": "OK", "subject": "bootstrap-admin", "entry_id": created.id},
         # An id that is not an entry id is not repeated: a caller's typing stays out.
         {"rpc": "GetEntry", "code": "NOT_FOUND", "subject": "bootstrap-admin", "entry_id": ""},
-        # `unrestricted` never covers authz: a known token, but no admin acted.
-        {"rpc": "ListEntries", "code": "PERMISSION_DENIED", "subject": "", "entry_id": ""},
+        # `unrestricted` never covers authz: a known token, refused, and named as in the audit.
+        {"rpc": "ListEntries", "code": "PERMISSION_DENIED", "subject": "audited", "entry_id": ""},
     ]
     assert "audited-token-123" not in server.log
     assert BOOTSTRAP_TOKEN not in server.log
