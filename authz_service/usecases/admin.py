@@ -67,8 +67,6 @@ from .check import Checker
 from .claims import TokenClaims
 from .pages import PageTokens
 
-# The subject of the admin whose call is being served, set once its token is accepted; read
-# by the access log. Each gRPC call runs in its own task, so each has its own value.
 log = logging.getLogger("authz_service.admin")
 T = TypeVar("T")
 
