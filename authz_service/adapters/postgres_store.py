@@ -44,7 +44,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from authz_service.core.audit import AuditEvent, AuditFilter, AuditRecord
 from authz_service.core.changes import Change, ChangeKind, Changes, Event
-from authz_service.core.errors import Aborted, AlreadyExists, NotFound, Unavailable
+from authz_service.core.errors import AlreadyExists, NotFound, Unavailable
 from authz_service.core.model import Entry, State, to_micros
 from authz_service.core.ports import Cursor
 
@@ -60,6 +60,7 @@ from .rows import (
     entry_row,
     event_from_row,
     hold,
+    write_over,
 )
 from .threaded_store import READER_THREADS, ThreadedStore
 
@@ -430,34 +431,7 @@ class PostgresFile:
         return self._write_over(entry, ChangeKind.ROTATED, change or Change())
 
     def _write_over(self, entry: Entry, kind: ChangeKind, change: Change) -> Event:
-        rotate = kind is ChangeKind.ROTATED
-        row = entry_row(entry)
-        entry_id = row.pop("id")
-        del row["last_used_time"]  # record_use owns it
-        if not rotate:
-            del row["verifier"], row["lookup_tag"]  # a rehash may have replaced the verifier
-        assignments = ", ".join(f"{column} = ?" for column in row)
-
-        def write(tx: _Transaction) -> Event:
-            hold(tx.execute, change)
-            if rotate:
-                tx.execute(
-                    "INSERT INTO retired_tokens (entry_id, lookup_tag, verifier, retire_time)"
-                    " SELECT id, lookup_tag, verifier, ? FROM entries"
-                    " WHERE id = ? AND revision = ?",
-                    [row["update_time"], entry_id, entry.revision - 1],
-                )
-            updated = tx.execute(
-                f"UPDATE entries SET {assignments} WHERE id = ? AND revision = ?",  # noqa: S608 (column names are ours)
-                [*row.values(), entry_id, entry.revision - 1],
-            )
-            if getattr(updated, "rowcount", 0) == 1:
-                return append(tx.execute, entry, kind, change)
-            if tx.execute("SELECT 1 FROM entries WHERE id = ?", [entry_id]).fetchone() is None:
-                raise NotFound(entry_id)
-            raise Aborted("etag: the entry changed since it was read; read it again")
-
-        return self._event_write(write)
+        return self._event_write(lambda tx: write_over(tx.execute, entry, kind, change))
 
     def find_retired(self, tag: int) -> list[str]:
         rows = self._read(

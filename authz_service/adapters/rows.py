@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from authz_service.core.audit import AuditEvent, AuditFilter, AuditRecord, chain_hash
 from authz_service.core.changes import Change, ChangeKind, ClaimChanged, Event
+from authz_service.core.errors import Aborted, NotFound
 from authz_service.core.model import Action, Entry, Restriction, from_micros, to_micros
 
 COLUMNS = (
@@ -32,6 +33,8 @@ AUDIT_COLUMNS = (
 class Rows(Protocol):
     """A cursor's answer (sqlite3's and psycopg's both)."""
 
+    @property
+    def rowcount(self) -> int: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> list[Any]: ...
 
@@ -58,6 +61,39 @@ def hold(execute: Execute, change: Change) -> None:
         ).fetchall()
         if any(verifier not in claim.checked for (verifier,) in stored):
             raise ClaimChanged
+
+
+def write_over(execute: Execute, entry: Entry, kind: ChangeKind, change: Change) -> Event:
+    """Inside a write's transaction: `entry` over revision `entry.revision - 1` (compare and
+    set), its event appended; NotFound or Aborted (the transaction to be rolled back) otherwise.
+
+    `last_used_time` is left alone (`record_use` owns it), and so is the token unless `kind`
+    is a rotation (a rehash may have replaced the verifier since `entry` was read), which
+    retires the old verifier.
+    """
+    rotate = kind is ChangeKind.ROTATED
+    row = entry_row(entry)
+    entry_id = row.pop("id")
+    del row["last_used_time"]
+    if not rotate:
+        del row["verifier"], row["lookup_tag"]
+    hold(execute, change)
+    if rotate:
+        execute(
+            "INSERT INTO retired_tokens (entry_id, lookup_tag, verifier, retire_time)"
+            " SELECT id, lookup_tag, verifier, ? FROM entries WHERE id = ? AND revision = ?",
+            [row["update_time"], entry_id, entry.revision - 1],
+        )
+    assignments = ", ".join(f"{column} = ?" for column in row)
+    updated = execute(
+        f"UPDATE entries SET {assignments} WHERE id = ? AND revision = ?",  # noqa: S608 (column names are ours)
+        [*row.values(), entry_id, entry.revision - 1],
+    )
+    if updated.rowcount == 1:
+        return append(execute, entry, kind, change)
+    if execute("SELECT 1 FROM entries WHERE id = ?", [entry_id]).fetchone() is None:
+        raise NotFound(entry_id)
+    raise Aborted("etag: the entry changed since it was read; read it again")
 
 
 def append(execute: Execute, entry: Entry, kind: ChangeKind, change: Change) -> Event:

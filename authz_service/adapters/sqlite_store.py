@@ -33,7 +33,7 @@ import sqlite_utils
 
 from authz_service.core.audit import AuditEvent, AuditFilter, AuditRecord
 from authz_service.core.changes import Change, ChangeKind, Changes, Event
-from authz_service.core.errors import Aborted, AlreadyExists, NotFound, Unavailable
+from authz_service.core.errors import AlreadyExists, NotFound, Unavailable
 from authz_service.core.model import Entry, State, to_micros
 from authz_service.core.ports import Cursor
 
@@ -48,6 +48,7 @@ from .rows import (
     entry_row,
     event_from_row,
     hold,
+    write_over,
 )
 from .threaded_store import ThreadedStore
 
@@ -333,35 +334,11 @@ class SqliteFile:
         return self._write_over(entry, ChangeKind.ROTATED, change or Change())
 
     def _write_over(self, entry: Entry, kind: ChangeKind, change: Change) -> Event:
-        rotate = kind is ChangeKind.ROTATED
-        row = entry_row(entry)
-        entry_id = row.pop("id")
-        del row["last_used_time"]
-        if not rotate:
-            del row["verifier"], row["lookup_tag"]
-        assignments = ", ".join(f"{column} = ?" for column in row)
         try:
             with self._transaction() as tx:
-                hold(tx.execute, change)
-                if rotate:
-                    tx.execute(
-                        "INSERT INTO retired_tokens (entry_id, lookup_tag, verifier, retire_time)"
-                        " SELECT id, lookup_tag, verifier, ? FROM entries"
-                        " WHERE id = ? AND revision = ?",
-                        [row["update_time"], entry_id, entry.revision - 1],
-                    )
-                cursor = tx.execute(
-                    f"UPDATE entries SET {assignments} WHERE id = ? AND revision = ?",  # noqa: S608 (column names are ours)
-                    [*row.values(), entry_id, entry.revision - 1],
-                )
-                if cursor.rowcount == 1:
-                    return append(tx.execute, entry, kind, change)
-                exists = tx.execute("SELECT 1 FROM entries WHERE id = ?", [entry_id]).fetchone()
+                return write_over(tx.execute, entry, kind, change)
         except sqlite3.IntegrityError:
             raise AlreadyExists("subject: an unrevoked entry already has this subject") from None
-        if exists is None:
-            raise NotFound(entry_id)
-        raise Aborted("etag: the entry changed since it was read; read it again")
 
     def version(self) -> object:
         """A value that moves at every commit, of any connection in any process.
