@@ -16,8 +16,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def new_etag() -> str:
-    """A fresh opaque etag: 96 random bits."""
-    return secrets.token_urlsafe(12)
+    """A fresh opaque etag: 96 random bits, in hex (never starting with "-", which a command
+    line would take for a flag: `authz-admin update --etag ETAG`)."""
+    return secrets.token_hex(12)
 
 
 def to_micros(when: datetime) -> int:

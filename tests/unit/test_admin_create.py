@@ -21,7 +21,7 @@ from admin_world import (
 )
 from authz_service.core.decision import Decision
 from authz_service.core.errors import AlreadyExists, InvalidArgument
-from authz_service.core.model import Action, Entry, Restriction, State
+from authz_service.core.model import Action, Entry, Restriction, State, new_etag
 from authz_service.core.rules import RestrictionInput
 from authz_service.usecases import NewEntry
 
@@ -188,3 +188,9 @@ def test_two_concurrent_creates_with_one_subject_let_exactly_one_through(world: 
     assert len(created) == 1
     assert [type(o) for o in outcomes if not isinstance(o, Entry)] == [AlreadyExists]
     assert world.store.find_subject("job") == created[0]
+
+
+def test_etags_are_hex_so_a_command_line_never_takes_one_for_a_flag() -> None:
+    etags = {new_etag() for _ in range(2000)}
+    assert len(etags) == 2000
+    assert all(len(etag) == 24 and set(etag) <= set("0123456789abcdef") for etag in etags)
