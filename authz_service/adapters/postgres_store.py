@@ -60,6 +60,7 @@ from .rows import (
     entry_row,
     event_from_row,
     hold,
+    listing_clause,
     write_over,
 )
 from .threaded_store import READER_THREADS, ThreadedStore
@@ -451,14 +452,8 @@ class PostgresFile:
         )
 
     def list_entries(self, after: Cursor | None, limit: int, include_revoked: bool) -> list[Entry]:
-        where, params = [], []
-        if after is not None:
-            where.append("(create_time, id) > (?, ?)")
-            params += [to_micros(after[0]), after[1]]
-        if not include_revoked:
-            where.append("revoke_time IS NULL")
-        clause = ("WHERE " + " AND ".join(where)) if where else ""
-        return self._many(f"{clause} ORDER BY create_time, id LIMIT ?", (*params, limit))
+        clause, params = listing_clause(after, limit, include_revoked)
+        return self._many(clause, params)
 
     def record_use(self, last_used: Mapping[str, datetime]) -> None:
         def write(tx: _Transaction) -> None:

@@ -288,3 +288,19 @@ def audit_from_row(row: Sequence[Any]) -> AuditEvent:
         user_agent=agent,
     )
     return AuditEvent(int(sequence), record, previous, digest)
+
+
+def listing_clause(
+    after: tuple[datetime, str] | None, limit: int, include_revoked: bool
+) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE/ORDER/LIMIT (with `?` placeholders) of up to `limit` entries in creation
+    order after the cursor `after`, revoked ones only when asked for."""
+    where: list[str] = []
+    params: list[Any] = []
+    if after is not None:
+        where.append("(create_time, id) > (?, ?)")
+        params += [to_micros(after[0]), after[1]]
+    if not include_revoked:
+        where.append("revoke_time IS NULL")
+    clause = ("WHERE " + " AND ".join(where)) if where else ""
+    return f"{clause} ORDER BY create_time, id LIMIT ?", (*params, limit)
